@@ -1,0 +1,204 @@
+"""The worker greenlets: pop, run under timeout, then acknowledge, retry or bury.
+
+Duties:
+- keep ``concurrency`` long-lived workers (no greenlet per task: spawning costs ~20 us);
+  a worker drains ready tasks back to back and yields to the hub every ``YIELD_EVERY`` seconds
+  so requests served by the same process keep flowing;
+- one scheduler greenlet sleeps until the earliest delayed task is due (one timer in all);
+- record each attempt's start in the log before the task body runs, its end after;
+- on failure, retry with the task's backoff or, past ``max_retries``, bury in the dead set;
+- on stop, take no new task, wait for running ones until the deadline, then interrupt them
+  with :class:`Shutdown`: an interrupted attempt is re-logged as pending, not counted.
+
+Hub-only, like the queue: nothing here is thread-safe.
+"""
+import logging
+import time
+import traceback
+
+import gevent
+from gevent.event import Event
+from gevent.timeout import Timeout
+
+from .context import _current_task, _log_context
+from .envelope import decode
+from .errors import DecodeError, Shutdown, TaskTimeout
+
+logger = logging.getLogger(__name__)
+YIELD_EVERY = 0.002  # seconds of back-to-back tasks before a worker lets the hub run
+
+
+class Counters:
+    """Monotonic counts since start, read by ``Runtime.stats()``."""
+
+    __slots__ = ("enqueued", "processed", "failed", "retried", "dead", "interrupted")
+
+    def __init__(self):
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+
+class Dispatcher:
+    def __init__(self, queue, log, counters, concurrency=100):
+        self.queue = queue
+        self.log = log
+        self.counters = counters
+        self.concurrency = concurrency
+        self.middleware = []        # objects with on_perform(envelope, call_next)
+        self.running = {}           # task id -> envelope, for stats and shutdown
+        self.stopping = False
+        self.drained = Event()
+        self._workers = []
+        self._scheduler = None
+
+    @property
+    def in_flight(self):
+        return len(self.running)
+
+    def start(self):
+        self._workers = [gevent.spawn(self._work) for _ in range(self.concurrency)]
+        self._scheduler = gevent.spawn(self._schedule)
+
+    def stop(self, timeout):
+        """Stop popping, let running tasks finish until ``timeout``, then interrupt them."""
+        self.stopping = True
+        self.queue.wake_all()
+        self.queue.delayed_changed.set()
+        gevent.joinall(self._workers, timeout=timeout)
+        left = [w for w in self._workers if not w.dead]
+        if left:
+            logger.warning("interrupting %d task(s) still running after %.1f s; they stay in "
+                           "the log and run again on the next start", len(self.running), timeout)
+            gevent.killall(left, Shutdown, block=True, timeout=5)
+        self._scheduler.kill(block=True, timeout=5)
+
+    def join(self, timeout=None):
+        """Wait until no task is ready or running; True if that happened within ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self.queue.promote_due()
+            if not self.queue.ready and not self.running:
+                return True
+            self.drained.clear()
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            self.drained.wait(remaining if remaining is None else min(remaining, 0.5))
+
+    # -- workers ------------------------------------------------------------------------------
+
+    def _work(self):
+        pop, run, clock = self.queue.pop, self._run, time.perf_counter
+        yield_at = clock() + YIELD_EVERY
+        while not self.stopping:
+            env = pop()
+            if env is None:
+                if not self.running:
+                    self.drained.set()
+                self.queue.wait()
+                yield_at = clock() + YIELD_EVERY
+                continue
+            run(env)
+            if clock() >= yield_at:
+                gevent.sleep(0)
+                yield_at = clock() + YIELD_EVERY
+
+    def _schedule(self):
+        queue = self.queue
+        while not self.stopping:
+            due = queue.next_due()
+            queue.delayed_changed.clear()
+            wait = None if due is None else due - time.time()
+            if wait is None or wait > 0:
+                queue.delayed_changed.wait(wait)
+            queue.promote_due()
+
+    def _run(self, env):
+        task_id = env.id
+        self.running[task_id] = env
+        try:
+            self.log.begin((env,))
+            try:
+                spec, args, kwargs, context = decode(env)
+            except DecodeError as exc:
+                self._bury(env.replace(attempt=env.attempt + 1), exc)
+                return
+            _current_task.set(env)
+            _log_context.set(context)
+            timer = Timeout.start_new(spec.timeout) if spec.timeout else None
+            try:
+                if self.middleware:
+                    self._perform_with_middleware(env, spec, args, kwargs)
+                else:
+                    spec.invoke(args, kwargs)
+            except Shutdown:
+                self._interrupted(env)
+                raise
+            except Timeout as exc:
+                if exc is not timer:
+                    raise
+                self._failed(env, spec, TaskTimeout(
+                    f"task {env.name} ran past its timeout of {spec.timeout} s"))
+            except Exception as exc:
+                self._failed(env, spec, exc)
+            else:
+                self.log.remove(task_id)
+                self.counters.processed += 1
+            finally:
+                if timer is not None:
+                    timer.close()
+                _current_task.set(None)
+                _log_context.set(None)
+        finally:
+            del self.running[task_id]
+
+    def _perform_with_middleware(self, env, spec, args, kwargs):
+        chain = [m.on_perform for m in self.middleware if hasattr(m, "on_perform")]
+
+        def step(i):
+            if i == len(chain):
+                return spec.invoke(args, kwargs)
+            return chain[i](env, lambda: step(i + 1))
+        return step(0)
+
+    # -- outcomes -----------------------------------------------------------------------------
+
+    def _failed(self, env, spec, exc):
+        self.counters.failed += 1
+        attempt = env.attempt + 1
+        interval = None
+        if attempt <= spec.max_retries:
+            try:
+                interval = spec.retry_interval(exc, attempt)
+            except Exception:
+                logger.exception("retry_interval of %s failed; giving up on %s", env.name, env.id)
+        if interval is None or interval is False:
+            self._bury(env.replace(attempt=attempt), exc)
+            return
+        retry = env.replace(attempt=attempt, publish_at=time.time() + float(interval))
+        logger.warning("task %s (%s) failed on attempt %d, retrying in %.1f s: %s: %s",
+                       env.name, env.id, attempt, interval, type(exc).__name__, exc)
+        self.log.append(retry)
+        self.queue.push(retry)
+        self.counters.retried += 1
+
+    def _bury(self, env, exc):
+        error = describe_error(exc)
+        logger.error("task %s (%s) is dead after %d attempt(s): %s: %s\n%s", env.name, env.id,
+                     env.attempt, error["type"], error["message"], error["traceback"])
+        self.log.bury(env, error)
+        self.counters.dead += 1
+
+    def _interrupted(self, env):
+        self.log.append(env)
+        self.counters.interrupted += 1
+
+
+def describe_error(exc, message=None):
+    """The dead set's record of an exception: type, message, traceback text, time."""
+    return {
+        "type": type(exc).__name__,
+        "message": message if message is not None else str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+        "failed_at": time.time(),
+    }

@@ -1,0 +1,324 @@
+"""The runtime: owns the settings, the log, the queue and the dispatcher of one process.
+
+Duties:
+- ``start()`` opens the log, replays what it holds into the queue, starts the workers and
+  becomes the process's current runtime (the one ``enqueue`` uses) until it stops;
+- ``push()`` is the enqueue path: backpressure, encode, log, queue;
+- ``stop(timeout)`` quiets the dispatcher, drains until the deadline, closes the log;
+- the process-wide default runtime: ``configure()``, ``start()``, ``stop()`` and the
+  auto-start on the first enqueue of an app that never started one.
+"""
+import atexit
+import datetime as _dt
+import logging
+import numbers
+import os
+import time
+import warnings
+
+from . import envelope as _envelope
+from .context import _log_context
+from .dispatcher import Counters, Dispatcher
+from .envelope import PROTOCOL, Envelope, _dumps, new_id
+from .errors import ConfigError, GreenqueueError, TaskError
+from .log import open_log
+from .queue import TaskQueue
+
+logger = logging.getLogger(__name__)
+_current = None          # the running Runtime that enqueue uses
+_settings = {}           # what configure() set for the default runtime
+
+
+class Runtime:
+    """An in-process task runtime. Use as ``with Runtime(...) as rt:`` or ``start()``/``stop()``.
+
+    backend: "disk" (default: a write-ahead log in ``path``), "memory", or a Log instance.
+    concurrency: worker greenlets, i.e. tasks that may run at once.
+    backpressure: when True, enqueue blocks while more than ``high_water_mark`` tasks are
+        ready, until they fall to ``low_water_mark`` (default 80 %), raising PushTimeout after
+        ``push_timeout`` seconds.
+    fsync_interval, segment_size, secret: disk log settings (see greenqueue/log/FORMAT.md).
+    """
+
+    def __init__(self, *, backend="disk", path="greenqueue-data", concurrency=100,
+                 backpressure=False, high_water_mark=1000, low_water_mark=None,
+                 push_timeout=2.0, fsync_interval=0.5, segment_size=2 * 1024 * 1024,
+                 secret=None):
+        self.backend = backend
+        self.path = os.fspath(path)
+        self.concurrency = _positive_int("concurrency", concurrency)
+        self.backpressure = _bool("backpressure", backpressure)
+        self.high_water_mark = _positive_int("high_water_mark", high_water_mark)
+        if low_water_mark is None:
+            low_water_mark = int(self.high_water_mark * 0.8)
+        self.low_water_mark = _non_negative_int("low_water_mark", low_water_mark)
+        if self.low_water_mark >= self.high_water_mark:
+            raise ConfigError(f"low_water_mark ({low_water_mark}) must be below "
+                              f"high_water_mark ({high_water_mark})")
+        self.push_timeout = _positive_float("push_timeout", push_timeout)
+        self.fsync_interval = _positive_float("fsync_interval", fsync_interval)
+        self.segment_size = _positive_int("segment_size", segment_size)
+        if secret is None:
+            secret = os.environ.get("GREENQUEUE_SECRET") or None
+        if secret is not None and not isinstance(secret, (str, bytes)):
+            raise ConfigError("secret must be a str or bytes")
+        self.secret = secret
+        if not (backend in ("memory", "disk") or hasattr(backend, "append")):
+            open_log(backend)  # raises the ConfigError that names the valid choices
+        self.log = None
+        self.queue = None
+        self.dispatcher = None
+        self.counters = Counters()
+        self._enqueue_middleware = []
+        self._middleware = []
+        self.started_at = None
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def start(self):
+        global _current
+        if self.started_at is not None:
+            raise GreenqueueError("this runtime was already started")
+        if _current is not None:
+            raise GreenqueueError("another greenqueue runtime is running in this process; "
+                                  "stop it first")
+        self.log = open_log(self.backend, path=self.path, fsync_interval=self.fsync_interval,
+                            segment_size=self.segment_size, secret=self.secret)
+        self.queue = TaskQueue(self.high_water_mark if self.backpressure else None,
+                               self.low_water_mark, self.push_timeout)
+        self.dispatcher = Dispatcher(self.queue, self.log, self.counters, self.concurrency)
+        self.dispatcher.middleware = self._middleware
+        replayed = 0
+        for env in self.log.pending():
+            self.queue.push(env)
+            replayed += 1
+        self.counters.dead = len(self.log.dead())
+        if replayed:
+            logger.info("greenqueue: replayed %d pending task(s) from %s", replayed,
+                        self.log.describe())
+        self.dispatcher.start()
+        self.started_at = time.time()
+        _current = self
+        return self
+
+    def stop(self, timeout=15.0):
+        """Take no new task, give running ones ``timeout`` seconds, then close the log."""
+        global _current
+        if self.dispatcher is None or self.log is None:
+            return
+        try:
+            self.dispatcher.stop(timeout)
+        finally:
+            if _current is self:
+                _current = None
+            self.log.close()
+            self.log = None
+
+    @property
+    def running(self):
+        return self.log is not None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def join(self, timeout=None):
+        """Wait until no task is ready or running (delayed ones may remain); True if so.
+
+        For tests and scripts: ``timeout`` seconds at most (None: no limit)."""
+        return self.dispatcher.join(timeout)
+
+    # -- enqueue ------------------------------------------------------------------------------
+
+    def push(self, spec, target, args, kwargs, delay=None, delay_until=None, priority=None,
+             durable=False):
+        """Log and queue one call of ``spec``; returns the task id. Hub only."""
+        if self.log is None:
+            raise GreenqueueError("the runtime is stopped; start it before enqueueing")
+        if delay is None and delay_until is None:
+            publish_at = 0.0
+            if self.backpressure:
+                self.queue.wait_for_room()
+        else:
+            publish_at = due_time(delay, delay_until)
+        if priority is None:
+            priority = spec.priority
+        elif priority.__class__ is not int:
+            raise TaskError(f"priority must be an int, not {priority!r}")
+        call = (target, args, kwargs, _log_context.get())
+        try:
+            payload = _dumps(call, PROTOCOL)
+        except Exception:
+            payload = _envelope.encode(*call, spec)  # cloudpickle, or an error naming the argument
+        env = Envelope(new_id(), spec.name, payload, priority, publish_at, 0, time.time())
+        if self._enqueue_middleware:
+            self._enqueue_with_middleware(env)
+        else:
+            self.log.append(env)
+            self.queue.push(env)
+            self.counters.enqueued += 1
+        if durable:
+            self.log.sync()
+        return env.id
+
+    def _accept(self, env):
+        self.log.append(env)
+        self.queue.push(env)
+        self.counters.enqueued += 1
+
+    def _enqueue_with_middleware(self, env):
+        chain = self._enqueue_middleware
+
+        def step(i):
+            if i == len(chain):
+                return self._accept(env)
+            return chain[i](env, lambda: step(i + 1))
+        return step(0)
+
+    def add_middleware(self, middleware):
+        """Add an object with ``on_enqueue(envelope, call_next)`` and/or
+        ``on_perform(envelope, call_next)``; the first added is the outermost."""
+        if not (hasattr(middleware, "on_enqueue") or hasattr(middleware, "on_perform")):
+            raise ConfigError("middleware needs an on_enqueue or on_perform method")
+        if hasattr(middleware, "on_enqueue"):
+            self._enqueue_middleware.append(middleware.on_enqueue)
+        self._middleware.append(middleware)
+
+    # -- inspection and the dead set -------------------------------------------------------
+
+    def stats(self):
+        c = self.counters
+        queue = self.queue
+        return {
+            "ready": queue.ready if queue else 0,
+            "delayed": len(queue.delayed) if queue else 0,
+            "in_flight": self.dispatcher.in_flight if self.dispatcher else 0,
+            "enqueued": c.enqueued, "processed": c.processed, "failed": c.failed,
+            "retried": c.retried, "dead": c.dead, "interrupted": c.interrupted,
+        }
+
+    def dead(self):
+        """The dead set: a list of DeadTask (envelope, error dict), oldest failure first."""
+        return sorted(self._log().dead(), key=lambda d: d.error.get("failed_at", 0))
+
+    def retry_dead(self, task_id):
+        """Take a task out of the dead set and run it again with a fresh retry budget."""
+        found = {d.id: d for d in self._log().dead()}.get(task_id)
+        if found is None:
+            raise KeyError(f"no dead task with id {task_id!r}")
+        env = found.envelope.replace(attempt=0, publish_at=0.0)
+        self.log.append(env)
+        self.queue.push(env)
+        self.counters.dead -= 1
+        return env.id
+
+    def purge_dead(self, task_ids=None):
+        """Forget dead tasks (all of them by default); returns how many went."""
+        ids = [d.id for d in self._log().dead()] if task_ids is None else list(task_ids)
+        dead_ids = {d.id for d in self.log.dead()}
+        purged = 0
+        for task_id in ids:
+            if task_id in dead_ids:
+                self.log.remove(task_id)
+                purged += 1
+        self.counters.dead -= purged
+        return purged
+
+    def _log(self):
+        if self.log is None:
+            raise GreenqueueError("the runtime is not running")
+        return self.log
+
+
+# -- argument checks --------------------------------------------------------------------------
+
+def due_time(delay, delay_until):
+    """Epoch seconds when a task may run, from ``delay`` seconds or ``delay_until``."""
+    if delay is not None and delay_until is not None:
+        raise TaskError("give delay or delay_until, not both")
+    if delay is not None:
+        if isinstance(delay, _dt.timedelta):
+            delay = delay.total_seconds()
+        if not isinstance(delay, numbers.Real) or isinstance(delay, bool) or delay < 0:
+            raise TaskError(f"delay must be a number of seconds >= 0, not {delay!r}")
+        return time.time() + delay
+    if isinstance(delay_until, _dt.datetime):
+        return delay_until.timestamp()  # naive datetimes are local time, as documented
+    if isinstance(delay_until, numbers.Real) and not isinstance(delay_until, bool):
+        return float(delay_until)
+    raise TaskError(f"delay_until must be a datetime or an epoch number, not {delay_until!r}")
+
+
+def _positive_int(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, not {value!r}")
+    return value
+
+
+def _non_negative_int(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{name} must be an integer >= 0, not {value!r}")
+    return value
+
+
+def _positive_float(name, value):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+def _bool(name, value):
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
+# -- the process-wide default runtime ---------------------------------------------------------
+
+def current_runtime():
+    """The running runtime that enqueue uses, or None."""
+    return _current
+
+
+def configure(**settings):
+    """Set the keyword arguments of the default runtime (checked now, used at its start)."""
+    Runtime(**{**_settings, **settings})  # validate
+    _settings.update(settings)
+
+
+def start(**settings):
+    """Start the default runtime (with configure()'s settings updated by these)."""
+    if settings:
+        configure(**settings)
+    runtime = Runtime(**_settings).start()
+    _warn_if_unpatched(runtime)
+    return runtime
+
+
+def stop(timeout=15.0):
+    """Stop the current runtime, if any."""
+    if _current is not None:
+        _current.stop(timeout)
+
+
+def autostart():
+    """Start the default runtime on the first enqueue of an app that never started one."""
+    runtime = start()
+    logger.info("greenqueue: started the default runtime on first enqueue; tasks are kept in %s",
+                runtime.log.describe())
+    atexit.register(runtime.stop)
+    return runtime
+
+
+def _warn_if_unpatched(runtime):
+    if runtime.backend == "memory":
+        return
+    from gevent import monkey
+    if not monkey.is_module_patched("socket"):
+        warnings.warn(
+            "greenqueue runs tasks in greenlets, but gevent has not monkey-patched this process: "
+            "a task doing blocking I/O (sockets, time.sleep) will stall every other task and the "
+            "app. Call gevent.monkey.patch_all() first thing, or serve with `greenqueue run`.",
+            RuntimeWarning, stacklevel=3)

@@ -1,0 +1,179 @@
+"""Defining tasks and enqueueing them: ``@task`` functions, ``Task`` classes, ``wrap(obj)``.
+
+The keyword names ``delay``, ``delay_until``, ``priority`` and ``durable`` belong to
+``enqueue``; a task whose own parameters use one of them is refused when it is defined, since
+its callers could never pass that argument through.
+"""
+import functools
+import inspect
+
+from . import envelope as _envelope
+from . import runtime as _runtime
+from .errors import TaskError
+from .spec import DEFAULT_MAX_RETRIES, TaskSpec, backoff, describe, register
+
+RESERVED = frozenset({"delay", "delay_until", "priority", "durable"})
+
+
+def _check_definition(fn, what, max_retries, timeout, priority):
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    clash = sorted(RESERVED & set(params))
+    if clash:
+        raise TaskError(f"{what} has parameter(s) {', '.join(map(repr, clash))}, reserved for "
+                        f"enqueue options ({', '.join(sorted(RESERVED))}); rename them")
+    if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+        raise TaskError(f"{what}: max_retries must be an integer >= 0, not {max_retries!r}")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or timeout <= 0):
+        raise TaskError(f"{what}: timeout must be a positive number of seconds or None")
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise TaskError(f"{what}: priority must be an int, not {priority!r}")
+
+
+class _Enqueuer:
+    """The ``enqueue`` of a spec: target is None (found by name) or the pickled spec."""
+
+    _target = None          # None: found again by name; else the spec pickled by value
+    _by_value = None        # decided on the first enqueue
+
+    def _push(self, args, kwargs, delay, delay_until, priority, durable):
+        if self._by_value is None:
+            self._pickle_if_needed()
+        runtime = _runtime._current or _runtime.autostart()
+        return runtime.push(self, self._target, args, kwargs, delay, delay_until, priority,
+                            durable)
+
+    def _pickle_if_needed(self):
+        if not _envelope.portable_name(self.name):
+            try:
+                self._target = _envelope.pickled_target(self)
+            except Exception as exc:
+                raise TaskError(f"task {self.name} is not importable by name and cannot be "
+                                f"pickled by value: {type(exc).__name__}: {exc}") from None
+        self._by_value = self._target is not None
+
+
+class TaskFunction(_Enqueuer, TaskSpec):
+    """A function made a task by ``@greenqueue.task``; calling it still runs it directly."""
+
+    def __init__(self, fn, priority=0, max_retries=DEFAULT_MAX_RETRIES, timeout=None,
+                 retry_interval=None):
+        _check_definition(fn, f"task {fn.__qualname__}", max_retries, timeout, priority)
+        TaskSpec.__init__(self, fn, f"{fn.__module__}:{fn.__qualname__}")
+        functools.update_wrapper(self, fn)
+        self.priority = priority
+        self.max_retries = max_retries
+        self.timeout = timeout
+        if retry_interval is not None:
+            self.retry_interval = retry_interval
+        register(self)
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+    def enqueue(self, *args, delay=None, delay_until=None, priority=None, durable=False,
+                **kwargs):
+        """Log the call and return its task id at once; a worker greenlet runs it later."""
+        if self._by_value is None:
+            self._pickle_if_needed()
+        runtime = _runtime._current or _runtime.autostart()
+        return runtime.push(self, self._target, args, kwargs, delay, delay_until, priority,
+                            durable)
+
+    def __repr__(self):
+        return f"<greenqueue task {self.name}>"
+
+
+def task(fn=None, *, priority=0, max_retries=DEFAULT_MAX_RETRIES, timeout=None,
+         retry_interval=None):
+    """Make a function a task: ``@task`` or ``@task(priority=5, max_retries=3, timeout=30)``.
+
+    ``retry_interval(exc, attempt)`` may replace the backoff; returning None or False gives up.
+    """
+    if fn is None:
+        return lambda f: task(f, priority=priority, max_retries=max_retries, timeout=timeout,
+                              retry_interval=retry_interval)
+    if isinstance(fn, type) or not callable(fn):
+        raise TaskError(f"@greenqueue.task decorates functions, not {fn!r}; "
+                        "for classes subclass greenqueue.Task")
+    return TaskFunction(fn, priority, max_retries, timeout, retry_interval)
+
+
+class _ClassSpec(_Enqueuer, TaskSpec):
+    """The spec of a Task subclass; reads the class's attributes at run time."""
+
+    def __init__(self, cls):
+        TaskSpec.__init__(self, cls.perform, f"{cls.__module__}:{cls.__qualname__}")
+        self.cls = cls
+
+    priority = property(lambda self: self.cls.priority)
+    max_retries = property(lambda self: self.cls.max_retries)
+    timeout = property(lambda self: self.cls.timeout)
+
+    def invoke(self, args, kwargs):
+        return self.cls().perform(*args, **kwargs)
+
+    def retry_interval(self, exc, attempt):
+        return self.cls().retry_interval(exc, attempt)
+
+
+class Task:
+    """Base class for class-based tasks: subclass it and implement ``perform``.
+
+    Class attributes ``priority``, ``max_retries`` and ``timeout`` (seconds per attempt, None
+    for no limit) set the policy; override ``retry_interval(exc, attempt)`` to change the
+    backoff (return None or False to give up).
+    """
+
+    priority = 0
+    max_retries = DEFAULT_MAX_RETRIES
+    timeout = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _check_definition(cls.perform, f"task {cls.__qualname__}.perform", cls.max_retries,
+                          cls.timeout, cls.priority)
+        cls._spec = _ClassSpec(cls)
+        register(cls._spec)
+
+    def retry_interval(self, exc, attempt):
+        return backoff(attempt)
+
+    def perform(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__qualname__} must implement perform()")
+
+    @classmethod
+    def enqueue(cls, *args, delay=None, delay_until=None, priority=None, durable=False,
+                **kwargs):
+        """Log a call of ``perform`` and return its task id at once."""
+        if cls is Task:
+            raise TaskError("enqueue a subclass of greenqueue.Task, not Task itself")
+        return cls._spec._push(args, kwargs, delay, delay_until, priority, durable)
+
+
+class wrap:
+    """``wrap(obj).method(...)`` enqueues ``obj.method(...)`` instead of calling it.
+
+    Options apply to every call made through this wrapper: ``delay``, ``delay_until``,
+    ``priority``, ``durable``. The object and arguments are pickled at enqueue (cloudpickle when
+    plain pickle cannot), so an unpicklable object fails there, not in the worker.
+    """
+
+    def __init__(self, obj, *, delay=None, delay_until=None, priority=None, durable=False):
+        self._obj = obj
+        self._options = (delay, delay_until, priority, durable)
+
+    def __getattr__(self, attr):
+        method = getattr(self._obj, attr)
+        if not callable(method):
+            raise TaskError(f"{attr!r} of {self._obj!r} is not callable")
+        spec = TaskSpec(method, describe(method))
+
+        def enqueue(*args, **kwargs):
+            runtime = _runtime._current or _runtime.autostart()
+            return runtime.push(spec, method, args, kwargs, *self._options)
+        enqueue.__name__ = attr
+        return enqueue

@@ -1,0 +1,67 @@
+"""Core runtime throughput on the in-memory log versus the bare loop, measured in one run.
+
+    python -m perf.core [--tasks 100000] [--repeat 3]
+
+The bare loop does only what any in-process queue must: pickle the call, push it on a heap,
+pop it, unpickle it, call it. greenqueue's figure is enqueue + processing of the same number
+of no-op tasks from one greenlet, on ``Runtime(backend="memory")``.
+"""
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import heapq  # noqa: E402
+import itertools  # noqa: E402
+import pickle  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import greenqueue  # noqa: E402
+from perf import noop_tasks  # noqa: E402
+from perf.report import emit  # noqa: E402
+
+
+def bare(n):
+    heap, seq, call = [], itertools.count(), noop_tasks.noop.fn
+    start = time.perf_counter()
+    for i in range(n):
+        heapq.heappush(heap, (0, next(seq), pickle.dumps(("perf.noop_tasks:noop", (i,), {}), 5)))
+    while heap:
+        _, args, kwargs = pickle.loads(heapq.heappop(heap)[2])
+        call(*args, **kwargs)
+    return n / (time.perf_counter() - start)
+
+
+def greenqueue_memory(n):
+    with greenqueue.Runtime(backend="memory") as rt:
+        enqueue = noop_tasks.noop.enqueue
+        start = time.perf_counter()
+        for i in range(n):
+            enqueue(i)
+        enqueued = time.perf_counter()
+        rt.join()
+        end = time.perf_counter()
+        assert rt.stats()["processed"] == n
+    return {"enqueue_per_s": n / (enqueued - start), "process_per_s": n / (end - enqueued),
+            "end_to_end_per_s": n / (end - start)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    opts = parser.parse_args(argv)
+    bares, runs = [], []
+    for _ in range(opts.repeat):  # interleaved, so both see the same machine weather
+        bares.append(bare(opts.tasks))
+        runs.append(greenqueue_memory(opts.tasks))
+    limit = statistics.median(bares)
+    result = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+    result["bare_loop_per_s"] = limit
+    result["ratio_to_bare"] = result["end_to_end_per_s"] / limit
+    emit("core_memory", {"tasks": opts.tasks, "repeat": opts.repeat}, result)
+
+
+if __name__ == "__main__":
+    main()
