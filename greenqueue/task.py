@@ -51,6 +51,12 @@ class _Enqueuer:
             try:
                 self._target = _envelope.pickled_target(self)
             except Exception as exc:
+                # A module-level task of the main script whose globals cannot be pickled (a
+                # lock, an Event) is still unique by name: this process finds it in the
+                # registry, and a restarted script defines it again before replay.
+                if "<locals>" not in self.name:
+                    self._by_value = False
+                    return
                 raise TaskError(f"task {self.name} is not importable by name and cannot be "
                                 f"pickled by value: {type(exc).__name__}: {exc}") from None
         self._by_value = self._target is not None
