@@ -15,7 +15,7 @@ _registry = {}
 def backoff(attempt):
     """Seconds before retrying after failed attempt ``attempt`` (1-based): attempt**4 + 10 + jitter.
 
-    Attempt 1 waits 11-20 s, attempt 3 about 91-120 s, attempt 5 about 635-685 s; the jitter
+    Attempt 1 waits 11-21 s, attempt 3 91-121 s, attempt 5 635-685 s; the jitter
     keeps tasks that failed together (a downstream outage) from retrying together.
     """
     return attempt ** 4 + 10 + random.uniform(0, 10 * attempt)
