@@ -23,6 +23,7 @@ from gevent.timeout import Timeout
 from .context import _current_task, _log_context
 from .envelope import decode
 from .errors import DecodeError, Shutdown, TaskTimeout
+from .metrics import Metrics
 
 logger = logging.getLogger(__name__)
 YIELD_EVERY = 0.002  # seconds of back-to-back tasks before a worker lets the hub run
@@ -45,6 +46,7 @@ class Dispatcher:
         self.counters = counters
         self.concurrency = concurrency
         self.middleware = []        # objects with on_perform(envelope, call_next)
+        self.metrics = Metrics()    # the runtime hands in its own; sampled, see metrics.py
         self.running = {}           # task id -> envelope, for stats and shutdown
         self.stopping = False
         self.drained = Event()
@@ -88,7 +90,7 @@ class Dispatcher:
     # -- workers ------------------------------------------------------------------------------
 
     def _work(self):
-        pop, run, clock = self.queue.pop, self._run, time.perf_counter
+        pop, run, clock, metrics = self.queue.pop, self._run, time.perf_counter, self.metrics
         yield_at = clock() + YIELD_EVERY
         while not self.stopping:
             env = pop()
@@ -98,6 +100,8 @@ class Dispatcher:
                 self.queue.wait()
                 yield_at = clock() + YIELD_EVERY
                 continue
+            if metrics.sample_due:
+                metrics.sample_wait(env)
             run(env)
             if clock() >= yield_at:
                 gevent.sleep(0)

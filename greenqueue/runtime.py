@@ -22,6 +22,7 @@ from .dispatcher import Counters, Dispatcher
 from .envelope import PROTOCOL, Envelope, _dumps, new_id
 from .errors import ConfigError, GreenqueueError, TaskError
 from .log import open_log
+from .metrics import Metrics
 from .queue import TaskQueue
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class Runtime:
         self.queue = None
         self.dispatcher = None
         self.counters = Counters()
+        self.metrics = Metrics()        # rolling figures for `greenqueue stats`
         self._enqueue_middleware = []
         self._middleware = []
         self.started_at = None
@@ -88,6 +90,8 @@ class Runtime:
                                self.low_water_mark, self.push_timeout)
         self.dispatcher = Dispatcher(self.queue, self.log, self.counters, self.concurrency)
         self.dispatcher.middleware = self._middleware
+        self.dispatcher.metrics = self.metrics
+        self.metrics.start(self.counters)
         replayed = 0
         for env in self.log.pending():
             self.queue.push(env)
@@ -109,6 +113,7 @@ class Runtime:
         try:
             self.dispatcher.stop(timeout)
         finally:
+            self.metrics.stop()
             if _current is self:
                 _current = None
             self.log.close()
