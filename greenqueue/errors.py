@@ -47,3 +47,7 @@ class Shutdown(BaseException):
 
 class TaskTimeout(GreenqueueError, TimeoutError):
     """An attempt ran past its task's ``timeout``; it counts as a failure and is retried."""
+
+
+class ProcessDied(GreenqueueError):
+    """Recorded in the dead set for a task whose attempts were all cut short by crashes."""

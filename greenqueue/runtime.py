@@ -18,9 +18,9 @@ import warnings
 
 from . import envelope as _envelope
 from .context import _log_context
-from .dispatcher import Counters, Dispatcher
+from .dispatcher import Counters, Dispatcher, describe_error
 from .envelope import PROTOCOL, Envelope, _dumps, new_id
-from .errors import ConfigError, GreenqueueError, TaskError
+from .errors import ConfigError, DecodeError, GreenqueueError, ProcessDied, TaskError
 from .log import open_log
 from .metrics import Metrics
 from .queue import TaskQueue
@@ -92,18 +92,40 @@ class Runtime:
         self.dispatcher.middleware = self._middleware
         self.dispatcher.metrics = self.metrics
         self.metrics.start(self.counters)
-        replayed = 0
-        for env in self.log.pending():
-            self.queue.push(env)
-            replayed += 1
-        self.counters.dead = len(self.log.dead())
-        if replayed:
-            logger.info("greenqueue: replayed %d pending task(s) from %s", replayed,
-                        self.log.describe())
+        self._replay()
         self.dispatcher.start()
         self.started_at = time.time()
         _current = self
         return self
+
+    def _replay(self):
+        """Queue what the log holds; settle attempts that a crash cut short."""
+        crashed = self.log.crashed() if hasattr(self.log, "crashed") else ()
+        pending = self.log.pending()
+        if crashed:
+            pending = [env for env in pending
+                       if env.id not in crashed or not self._crash_exhausted(env)]
+        self.queue.extend(pending)
+        replayed = len(pending)
+        self.counters.dead = len(self.log.dead())
+        if replayed:
+            logger.info("greenqueue: replayed %d pending task(s) from %s", replayed,
+                        self.log.describe())
+
+    def _crash_exhausted(self, env):
+        """Bury a task whose crash-cut attempts used up its retries; else warn and keep it."""
+        try:
+            spec = _envelope.decode(env)[0]
+        except DecodeError:
+            return False  # the dispatcher buries it with the decode error when it comes up
+        if env.attempt > spec.max_retries:
+            message = f"process died during attempt {env.attempt}"
+            logger.error("task %s (%s) is dead: %s", env.name, env.id, message)
+            self.log.bury(env, describe_error(ProcessDied(message), message))
+            return True
+        logger.warning("task %s (%s) was cut short by a crash during attempt %d of %d; "
+                       "running it again", env.name, env.id, env.attempt, spec.max_retries + 1)
+        return False
 
     def stop(self, timeout=15.0):
         """Take no new task, give running ones ``timeout`` seconds, then close the log."""

@@ -1,0 +1,265 @@
+"""The disk log's bytes: segment headers, record frames, and a scanner that survives damage.
+
+See FORMAT.md beside this file for the layout. Everything here is pure (bytes in, values out)
+so that ``disk.py`` (files, locks, fsync) and ``inspect.py`` (reporting) share one reader.
+"""
+import hmac
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+from ..envelope import Envelope
+
+VERSION = 1
+SEGMENT_MAGIC = b"GQLOG"
+RECORD_MAGIC = 0xA7
+FLAG_MAC = 1
+
+ADD, BEGIN, REMOVE, BURY = 1, 2, 3, 4
+KIND_NAMES = {ADD: "add", BEGIN: "begin", REMOVE: "remove", BURY: "bury"}
+
+_header = struct.Struct("<5sBB16sId")          # magic, version, flags, chain, seq, created_at
+HEADER_SIZE = _header.size + 4                 # + crc32 of the above
+_frame = struct.Struct("<BBII")                # magic, kind, body length, crc32
+FRAME_SIZE = _frame.size
+_add = struct.Struct("<ddiIHH")                # publish_at, enqueued_at, priority, attempt,
+ADD_SIZE = _add.size                           # id length, name length; then id, name, payload
+_bury = struct.Struct("<IH")                   # attempt, id length; then id, error JSON
+MAC_SIZE = 32
+MAX_BODY = 1 << 30
+
+_pack_frame = _frame.pack
+_pack_add = _add.pack
+_unpack_add = _add.unpack_from
+_crc32 = zlib.crc32
+
+
+def segment_header(chain, seq, created_at, mac):
+    head = _header.pack(SEGMENT_MAGIC, VERSION, FLAG_MAC if mac else 0,
+                        chain.encode().ljust(16, b"\0")[:16], seq, created_at)
+    return head + struct.pack("<I", _crc32(head))
+
+
+@dataclass
+class SegmentInfo:
+    version: int
+    mac: bool
+    chain: str
+    seq: int
+    created_at: float
+
+
+def read_header(data):
+    """Parse a segment header; None when it is missing, torn or corrupt."""
+    if len(data) < HEADER_SIZE:
+        return None
+    head = bytes(data[:_header.size])
+    (crc,) = struct.unpack_from("<I", data, _header.size)
+    if _crc32(head) != crc:
+        return None
+    magic, version, flags, chain, seq, created_at = _header.unpack(head)
+    if magic != SEGMENT_MAGIC:
+        return None
+    return SegmentInfo(version, bool(flags & FLAG_MAC), chain.rstrip(b"\0").decode(), seq,
+                       created_at)
+
+
+class Framer:
+    """Builds record frames, signing them when a secret is set (HMAC-SHA256)."""
+
+    def __init__(self, secret=None):
+        if isinstance(secret, str):
+            secret = secret.encode()
+        self.secret = secret
+
+    def frame(self, kind, body):
+        if self.secret is not None:
+            body += hmac.digest(self.secret, bytes((kind,)) + body, "sha256")
+        return _pack_frame(RECORD_MAGIC, kind, len(body), _crc32(body, kind)) + body
+
+    def add(self, env):
+        id_ = env.id.encode()
+        name = env.name.encode()
+        body = b"".join((_pack_add(env.publish_at, env.enqueued_at, env.priority, env.attempt,
+                                   len(id_), len(name)), id_, name, env.payload))
+        if self.secret is None:  # the hot path: no second concatenation
+            return _pack_frame(RECORD_MAGIC, ADD, len(body), _crc32(body, ADD)) + body
+        return self.frame(ADD, body)
+
+    def ids(self, kind, ids):
+        return self.frame(kind, " ".join(ids).encode())
+
+    def bury(self, env, error):
+        id_ = env.id.encode()
+        return self.frame(BURY, _bury.pack(env.attempt, len(id_)) + id_ +
+                          json.dumps(error, default=str).encode())
+
+
+@dataclass
+class Damage:
+    """A stretch of a segment that held no valid record."""
+
+    offset: int
+    length: int
+    tail: bool          # at the end of the segment (torn write): the log's end, not an error
+    zeros: bool         # nothing but zero bytes (a preallocated or zero-filled tail)
+
+
+@dataclass
+class Scan:
+    """What one segment held: its header, how many records, the damage met on the way."""
+
+    info: SegmentInfo = None
+    records: int = 0
+    damage: list = field(default_factory=list)
+    refused: int = 0                                # records whose MAC did not verify
+
+
+def scan(data, secret=None, sink=None):
+    """Feed every intact record of a segment's bytes to ``sink(kind, data, start, end)``.
+
+    A record is intact when its magic, length and CRC hold (and its MAC, when the segment
+    is signed or a secret is set: with a secret, unsigned records are refused). After damage
+    the scanner looks for the next record that verifies, so one bad record never hides the
+    ones after it. ``data`` must be ``bytes``; offsets, not slices, keep replay fast.
+    """
+    result = Scan(info=read_header(data))
+    if result.info is None:
+        if any(data):
+            result.damage.append(Damage(0, len(data), True, False))
+        return result
+    if isinstance(secret, str):
+        secret = secret.encode()
+    signed = result.info.mac or secret is not None
+    end = len(data)
+    pos = HEADER_SIZE
+    unpack = _frame.unpack_from
+    bad_start = None
+    count = 0
+    while pos < end:
+        ok = False
+        if end - pos >= FRAME_SIZE:
+            magic, kind, length, crc = unpack(data, pos)
+            body = pos + FRAME_SIZE
+            body_end = body + length
+            if (magic == RECORD_MAGIC and kind in KIND_NAMES and body_end <= end
+                    and _crc32(data[body:body_end], kind) == crc):
+                ok = True
+        if not ok:
+            if bad_start is None:
+                bad_start = pos
+            nxt = data.find(_RECORD_MAGIC_BYTE, pos + 1)
+            pos = end if nxt < 0 else nxt
+            continue
+        if bad_start is not None:
+            result.damage.append(_damage(data, bad_start, pos, False))
+            bad_start = None
+        pos = body_end
+        if signed:
+            body_end -= MAC_SIZE
+            if secret is None or not result.info.mac or body_end < body or not hmac.compare_digest(
+                    hmac.digest(secret, bytes((kind,)) + data[body:body_end], "sha256"),
+                    data[body_end:pos]):
+                result.refused += 1
+                continue
+        count += 1
+        if sink is not None:
+            sink(kind, data, body, body_end)
+    if bad_start is not None:
+        result.damage.append(_damage(data, bad_start, end, True))
+    result.records = count
+    return result
+
+
+_RECORD_MAGIC_BYTE = bytes((RECORD_MAGIC,))
+
+
+def _damage(data, start, stop, tail):
+    return Damage(start, stop - start, tail, not any(data[start:stop]))
+
+
+_names = {}
+
+
+def decode_add(data, start=0, end=None):
+    publish_at, enqueued_at, priority, attempt, id_len, name_len = _add.unpack_from(data, start)
+    start += ADD_SIZE
+    id_ = data[start:start + id_len].decode("ascii")
+    start += id_len
+    raw_name = data[start:start + name_len]
+    name = _names.get(raw_name)
+    if name is None:
+        name = _names[raw_name] = raw_name.decode()
+    return Envelope(id_, name, data[start + name_len:end], priority, publish_at, attempt,
+                    enqueued_at)
+
+
+def decode_ids(data, start=0, end=None):
+    return data[start:end].decode("ascii").split(" ") if end is None or end > start else []
+
+
+def decode_bury(data, start=0, end=None):
+    attempt, id_len = _bury.unpack_from(data, start)
+    start += _bury.size
+    task_id = data[start:start + id_len].decode("ascii")
+    try:
+        error = json.loads(data[start + id_len:end])
+    except ValueError:
+        error = {"type": "?", "message": "unreadable error record", "traceback": ""}
+    return task_id, attempt, error
+
+
+class State:
+    """The log's meaning: per task id, the latest fact wins (see greenqueue/log/__init__.py).
+
+    ``pending`` maps id -> Envelope, ``begun`` holds ids whose last fact is an attempt start,
+    ``dead`` maps id -> (Envelope, error). Replay feeds records in log order through ``apply``.
+    """
+
+    def __init__(self):
+        self.pending = {}
+        self.begun = set()
+        self.dead = {}
+        self.counts = dict.fromkeys(KIND_NAMES, 0)   # kind -> records seen
+
+    def apply(self, kind, data, start, end):
+        """Take one record (``data[start:end]`` is its body) into the state."""
+        self.counts[kind] += 1
+        if kind == ADD:  # decode_add, inlined: replay spends most of its time here
+            publish_at, enqueued_at, priority, attempt, id_len, name_len = _unpack_add(data, start)
+            start += ADD_SIZE
+            task_id = data[start:start + id_len].decode("ascii")
+            start += id_len
+            raw_name = data[start:start + name_len]
+            name = _names.get(raw_name)
+            if name is None:
+                name = _names[raw_name] = raw_name.decode()
+            self.pending[task_id] = Envelope(task_id, name, data[start + name_len:end], priority,
+                                             publish_at, attempt, enqueued_at)
+            if self.begun:
+                self.begun.discard(task_id)
+            if self.dead:
+                self.dead.pop(task_id, None)
+        elif kind == BEGIN:
+            pending = self.pending
+            self.begun.update(i for i in decode_ids(data, start, end) if i in pending)
+        elif kind == REMOVE:
+            pending, dead, begun = self.pending, self.dead, self.begun
+            for task_id in decode_ids(data, start, end):
+                if pending.pop(task_id, None) is None:
+                    dead.pop(task_id, None)
+                begun.discard(task_id)
+        elif kind == BURY:
+            task_id, attempt, error = decode_bury(data, start, end)
+            env = self.pending.pop(task_id, None) or (self.dead.get(task_id) or (None,))[0]
+            self.begun.discard(task_id)
+            if env is not None:
+                self.dead[task_id] = (env.replace(attempt=attempt), error)
+
+    def crashed(self):
+        """Count the attempts cut short by a crash; return their ids."""
+        for task_id in self.begun:
+            env = self.pending[task_id]
+            env.attempt += 1
+        return set(self.begun)
