@@ -110,6 +110,8 @@ class DiskLog(Log):
         self.immediate = sum(1 for env in self.pending_.values() if not env.publish_at)
         self._new_segment(max([generation(p) for p in segment_paths(self.path)] or [0]) + 1)
         self.segments[:0] = adopted
+        if self._crashed:  # make the counted attempts durable, or the next crash forgets them
+            self._write(b"".join(self.framer.add(self.pending_[i]) for i in self._crashed))
         if adopted and not self.pending_ and not self.dead_:
             self._drop(adopted)
         self._flusher = gevent.spawn(self._flush_loop)
@@ -126,6 +128,7 @@ class DiskLog(Log):
 
     def _adopt(self):
         """Lock and replay every segment whose owner is gone; return them as [(path, fd)]."""
+        self._remove_stale_temps()
         adopted = []
         for segment in segment_paths(self.path):
             try:
@@ -145,6 +148,23 @@ class DiskLog(Log):
             self.skipped["damaged_bytes"] += sum(d.length for d in result.damage)
             self.skipped["refused"] += result.refused
         return adopted
+
+    def _remove_stale_temps(self):
+        """Delete half-made segments (a crash between create and rename) nobody holds."""
+        for name in os.listdir(self.path):
+            if name.startswith(".") and name.endswith(".tmp"):
+                temp = os.path.join(self.path, name)
+                try:
+                    fd = os.open(temp, os.O_RDONLY)
+                except FileNotFoundError:
+                    continue
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    os.unlink(temp)
+                except (BlockingIOError, FileNotFoundError):
+                    pass
+                finally:
+                    os.close(fd)
 
     def _new_segment(self, gen):
         """Create, lock and make durable a fresh segment; it becomes the active one."""
@@ -257,6 +277,7 @@ class DiskLog(Log):
         self.closed = True
         self.kick.set()
         if self._flusher is not gevent.getcurrent():
+            self._flusher.join(timeout=30)   # let a rotation in progress finish
             self._flusher.kill(block=True, timeout=5)
         try:
             if self.removes:
@@ -325,8 +346,7 @@ class DiskLog(Log):
 
     def _rotate(self):
         started = time.perf_counter()
-        old = self.segments
-        self.segments = []
+        old = list(self.segments)
         self._new_segment(self.gen + 1)
         copied = 0
         snapshot = list(self.pending_.values())
