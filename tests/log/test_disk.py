@@ -165,6 +165,7 @@ def test_crash_in_the_middle_of_rotation_loses_nothing(tmp_path):
     code = """
         import os, sys, gevent
         from greenqueue.log import disk
+        from greenqueue.log.format import HEADER_SIZE
         from tests.log.helpers import envelope
         disk.COPY_CHUNK = 5
         log = disk.DiskLog(sys.argv[1])
@@ -173,12 +174,11 @@ def test_crash_in_the_middle_of_rotation_loses_nothing(tmp_path):
             log.append(env)
         print(" ".join(e.id for e in envs), flush=True)
         def crash_soon():
-            while len(disk.segment_paths(sys.argv[1])) < 2:
+            paths = disk.segment_paths(sys.argv[1])
+            while len(paths) < 2 or os.path.getsize(paths[1]) <= HEADER_SIZE:
                 gevent.sleep(0)
-            gevent.sleep(0)     # let the copy write a chunk or two, then die
-            print("segments", len(disk.segment_paths(sys.argv[1])), os.path.getsize(
-                disk.segment_paths(sys.argv[1])[1]), file=sys.stderr, flush=True)
-            os._exit(0)
+                paths = disk.segment_paths(sys.argv[1])
+            os._exit(0)         # the copy has written a chunk or two
         gevent.spawn(crash_soon)
         log._rotate()
     """
