@@ -86,6 +86,7 @@ def test_log_context_as_a_context_manager_restores_the_previous_fields():
             assert fields == {"request_id": "inner", "extra": 1}
             assert greenqueue.log_context()["request_id"] == "inner"
         assert dict(greenqueue.log_context()) == {"request_id": "outer"}
+        assert list(greenqueue.log_context()) == ["request_id"]
         return list(greenqueue.log_context().keys())
 
     assert in_greenlet(request) == ["request_id"]

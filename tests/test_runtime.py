@@ -1,6 +1,12 @@
 """The runtime's life: settings, start/stop, draining, replay, the default runtime."""
+import gc
 import logging
+import subprocess
+import sys
+import textwrap
+import warnings
 
+import gevent
 import pytest
 
 import greenqueue
@@ -239,3 +245,100 @@ def test_an_explicitly_started_runtime_takes_precedence(rt):
     greenqueue.configure(backend="memory", concurrency=7)
     tasks.record.enqueue(1)
     assert greenqueue.current_runtime() is rt and rt.concurrency == 100
+
+
+def test_delayed_tasks_survive_a_restart(make_runtime):
+    log = MemoryLog()
+    first = make_runtime(backend=log)
+    tid = tasks.record.enqueue("later", delay=60)
+    soon = tasks.record.enqueue("soon", delay=0.05)
+    first.stop(timeout=1)
+    second = make_runtime(backend=log)
+    assert second.stats()["delayed"] + len(tasks.seen) == 2
+    wait_until(lambda: tasks.seen == ["soon"])
+    assert [e.id for e in log.pending()] == [tid] and soon != tid
+
+
+def test_no_warning_when_started_in_a_patched_process():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        greenqueue.start(backend=MemoryLog())  # not "memory": the check runs, and passes
+    greenqueue.stop(timeout=1)
+
+
+# -- how tasks are run --------------------------------------------------------------------------
+
+def test_workers_are_reused_not_spawned_per_task(make_runtime):
+    runtime = make_runtime(concurrency=3)
+    used = set()
+
+    @greenqueue.task
+    def note_greenlet():
+        used.add(gevent.getcurrent())
+
+    for _ in range(300):
+        note_greenlet.enqueue()
+    assert runtime.join(timeout=5)
+    assert 1 <= len(used) <= 3
+
+
+def live_greenlets():
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, gevent.Greenlet) and not obj.dead)
+
+
+def test_delayed_tasks_wait_on_one_timer_not_a_greenlet_each(rt):
+    before = live_greenlets()
+    for n in range(200):
+        tasks.record.enqueue(n, delay=30 + n)
+    assert live_greenlets() == before and rt.stats()["delayed"] == 200
+
+
+def progress_seen_by_another_greenlet(runtime, total):
+    """Drain ``total`` no-op tasks; return ``processed`` as a heartbeat greenlet saw it."""
+    seen = [0]
+
+    def heartbeat():
+        while seen[-1] < total:
+            gevent.sleep(0)
+            seen.append(runtime.stats()["processed"])
+
+    beat = gevent.spawn(heartbeat)
+    gevent.sleep(0)  # the heartbeat is running before the tasks arrive
+    for n in range(total):
+        tasks.add.enqueue(n, 1)
+    assert runtime.join(timeout=20)
+    beat.join(timeout=2)
+    return seen
+
+
+def test_the_hub_keeps_serving_other_greenlets_while_tasks_drain(make_runtime):
+    seen = progress_seen_by_another_greenlet(make_runtime(concurrency=4), 20000)
+    assert len({n for n in seen if 0 < n < 20000}) >= 3, seen  # turns between batches
+
+
+@pytest.mark.xfail(reason="dispatcher: each of the 100 default workers runs YIELD_EVERY (2 ms) "
+                   "before yielding, so another greenlet waits ~100 x 2 ms for a turn")
+def test_other_greenlets_get_turns_with_the_default_concurrency(rt):
+    seen = progress_seen_by_another_greenlet(rt, 20000)
+    assert max(b - a for a, b in zip(seen, seen[1:])) <= 5000, seen
+
+
+def test_atexit_drains_an_auto_started_runtime(tmp_path):
+    script = textwrap.dedent("""
+        from gevent import monkey; monkey.patch_all()
+        import gevent, greenqueue
+
+        @greenqueue.task
+        def slow():
+            gevent.sleep(0.1)
+            print("finished", flush=True)
+
+        greenqueue.configure(backend="memory")
+        slow.enqueue()
+        gevent.sleep(0)  # the task starts; the program then ends while it runs
+        print("exiting", flush=True)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["exiting", "finished"]
