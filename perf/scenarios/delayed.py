@@ -7,9 +7,11 @@ small (the seed's benchmark, 10 000 tasks): time to enqueue them, RSS growth of 
 large (1 000 000 tasks; 100 000 in quick mode): RSS growth, the log rotations that happened
 (their count and the longest, as the disk log reports them) and the worst hub stall seen by
 a ticker greenlet that sleeps 1 ms in a loop and records the longest gap beyond that. The
-tasks are enqueued in batches of 100 with a ``gevent.sleep(0)`` between batches, as requests
-of a web app would (about 0.4 ms each), so a stall above that comes from the runtime, not from
-the benchmark's own loop. After the last batch it keeps ticking for two fsync intervals so a
+tasks are enqueued in batches of 100 with a ``gevent.idle()`` between batches, as requests
+of a web app would (about 0.5 ms each), so a stall above that comes from the runtime (its
+rotation, its garbage), not from the benchmark's own loop. (``gevent.sleep(0)`` is not used:
+a greenlet that loops on it keeps the hub's callback queue non-empty and starves timers,
+which showed up as a 25 ms "stall" every 25 ms that no runtime work caused.) After the last batch it keeps ticking for two fsync intervals so a
 rotation the last tasks trigger is measured too. Targets <= 300 MB, <= 5 ms.
 Each repetition runs in a fresh interpreter so RSS growth is not hidden by a previous run's
 freed memory.
@@ -94,7 +96,7 @@ def measure(n, large):
                 for first in range(0, n, BATCH):
                     for i in range(first, min(first + BATCH, n)):
                         enqueue(i, delay=HOUR)
-                    gevent.sleep(0)
+                    gevent.idle()
                 result["enqueue_s"] = time.perf_counter() - start
                 gevent.sleep(2 * rt.fsync_interval + 0.1)
                 ticker.stop()

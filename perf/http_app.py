@@ -1,0 +1,59 @@
+"""The WSGI app of the http scenario, served by ``greenqueue run perf.http_app:app``.
+
+``/``            the measured endpoint: a tiny plain-text response, as cheap as WSGI gets;
+``/load/start``  starts background load: batches of 100 000 no-op tasks, each enqueued in
+                 chunks of 1 000 with a 1 ms sleep between chunks (as a stream of requests
+                 would enqueue them), then drained by the runtime's workers; the next batch
+                 starts as soon as one has drained, until ``/load/stop``;
+``/load/stop``   stops it and answers with what ran (JSON): tasks processed while loading,
+                 batches fully drained, and each drain's duration.
+"""
+import json
+import time
+
+import gevent
+
+import greenqueue
+from perf import noop_tasks
+
+BATCH, CHUNK = 100_000, 1_000
+_load = {"greenlet": None, "stop": False}
+
+
+def _background_load(report):
+    rt = greenqueue.current_runtime()
+    processed_at_start = rt.stats()["processed"]
+    while not _load["stop"]:
+        start = time.perf_counter()
+        for first in range(0, BATCH, CHUNK):
+            for i in range(first, first + CHUNK):
+                noop_tasks.noop.enqueue(i)
+            gevent.sleep(0.001)
+            if _load["stop"]:
+                break
+        while rt.stats()["ready"] or rt.stats()["in_flight"]:
+            gevent.sleep(0.005)
+        if not _load["stop"]:
+            report["drain_s"].append(time.perf_counter() - start)
+        report["processed"] = rt.stats()["processed"] - processed_at_start
+
+
+def app(environ, start_response):
+    path = environ.get("PATH_INFO", "/")
+    if path == "/load/start":
+        report = {"processed": 0, "drain_s": [], "started_at": time.time()}
+        _load.update(stop=False, report=report,
+                     greenlet=gevent.spawn(_background_load, report))
+        body = b"started"
+    elif path == "/load/stop":
+        _load["stop"] = True
+        if _load["greenlet"] is not None:
+            _load["greenlet"].join()
+        report = _load.get("report") or {}
+        report["batches_drained"] = len(report.get("drain_s", []))
+        body = json.dumps(report).encode()
+    else:
+        body = b"hello from greenqueue\n"
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
