@@ -1,0 +1,159 @@
+"""The control socket: each running process answers stats queries on a unix socket.
+
+Duties:
+- :class:`ControlServer` listens on ``DATA_DIR/control-PID.sock`` (mode 0600: only the owner
+  may ask) in a greenlet of the running process, and removes the file when it stops;
+- :func:`query_all` is the client side of ``greenqueue stats``: it asks every socket in a data
+  directory, and reports and removes the stale ones that a killed process left behind (nobody
+  listens: the connection is refused), never failing because of them.
+
+Protocol: the client sends one JSON line (``{"cmd": "stats"}``), the server answers one JSON line
+and closes. A line, not a framing layer: the answers are small and the queries rare.
+"""
+import errno
+import json
+import logging
+import os
+import socket
+
+PREFIX = "control-"
+SUFFIX = ".sock"
+logger = logging.getLogger(__name__)
+
+
+def socket_path(data_dir, pid=None):
+    return os.path.join(data_dir, f"{PREFIX}{os.getpid() if pid is None else pid}{SUFFIX}")
+
+
+class ControlServer:
+    """Serve ``provider()`` (a JSON-ready dict) to whoever connects. Hub only."""
+
+    def __init__(self, data_dir, provider):
+        self.path = socket_path(os.path.abspath(data_dir))
+        self.provider = provider
+        self._server = None
+
+    def start(self):
+        from gevent.server import StreamServer
+        try:
+            os.unlink(self.path)  # a previous process with our pid died without cleaning up
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_mask = os.umask(0o177)  # born 0600: no window in which others could connect
+        try:
+            sock.bind(self.path)
+        finally:
+            os.umask(old_mask)
+        os.chmod(self.path, 0o600)
+        sock.listen(16)
+        self._server = StreamServer(sock, self._handle)
+        self._server.start()
+        return self
+
+    def stop(self):
+        if self._server is not None:
+            self._server.stop(timeout=1)
+            self._server = None
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def _handle(self, sock, _address):
+        try:
+            sock.settimeout(5)
+            request = json.loads(_read_line(sock) or b"{}")
+            if request.get("cmd", "stats") == "stats":
+                answer = self.provider()
+            else:
+                answer = {"error": f"unknown command {request.get('cmd')!r}"}
+        except Exception as exc:  # noqa: BLE001 - a bad query must not hurt the process
+            logger.exception("control socket: query failed")
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        try:
+            sock.sendall(json.dumps(answer, default=str).encode() + b"\n")
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+
+def _read_line(sock, limit=65536):
+    data = b""
+    while b"\n" not in data and len(data) < limit:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\n", 1)[0]
+
+
+def control_sockets(data_dir):
+    """(pid, path) of every control socket file in ``data_dir``."""
+    try:
+        names = os.listdir(data_dir)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found = []
+    for name in sorted(names):
+        if name.startswith(PREFIX) and name.endswith(SUFFIX):
+            pid = name[len(PREFIX):-len(SUFFIX)]
+            if pid.isdigit():
+                found.append((int(pid), os.path.join(data_dir, name)))
+    return found
+
+
+def query(path, cmd="stats", timeout=3.0):
+    """Ask one socket; raises OSError (refused, missing, timed out) or ValueError (bad answer)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+        sock.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
+        line = _read_line(sock, limit=16 * 1024 * 1024)
+    finally:
+        sock.close()
+    return json.loads(line)
+
+
+def query_all(data_dir, timeout=3.0, clean=True):
+    """Ask every process serving in ``data_dir``.
+
+    Returns ``(live, stale, unresponsive)``: the answers (dicts with at least ``pid``), the pids
+    whose socket nobody listens on any more (their files are removed when ``clean``), and the
+    pids that did not answer in time (left alone: the process may just be busy).
+    """
+    live, stale, unresponsive = [], [], []
+    for pid, path in control_sockets(data_dir):
+        try:
+            answer = query(path, timeout=timeout)
+        except (ConnectionRefusedError, FileNotFoundError):
+            stale.append(pid)
+            if clean:
+                _unlink_quietly(path)
+            continue
+        except socket.timeout:
+            unresponsive.append(pid)
+            continue
+        except OSError as exc:
+            if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                stale.append(pid)
+                if clean:
+                    _unlink_quietly(path)
+            else:
+                unresponsive.append(pid)
+            continue
+        except ValueError:
+            unresponsive.append(pid)
+            continue
+        answer.setdefault("pid", pid)
+        live.append(answer)
+    return live, stale, unresponsive
+
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

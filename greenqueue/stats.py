@@ -1,0 +1,174 @@
+"""``greenqueue stats``: collect every live process's figures from a data directory and show them.
+
+Duties:
+- ``collect(data_dir)`` asks each control socket (stale ones are reported and removed), adds a
+  total, and, when no process is alive, summarises the log files instead (pending, delayed and
+  dead counts straight from the segments);
+- ``render(report)`` lays the figures out as a table, one column per process plus the total.
+
+Figures are the ones ``greenqueue.metrics.snapshot`` serves; see it for what each one means.
+"""
+import os
+import time
+
+from .control import query_all
+
+SUMMED = ("rss", "uss", "rss_growth", "queued_bytes", "cpu_percent", "ready", "delayed",
+          "in_flight", "enqueued", "processed", "failed", "retried", "dead", "interrupted",
+          "enqueue_rate", "process_rate", "log_segments", "log_bytes", "greenlets", "open_fds",
+          "connections")
+MAXED = ("uptime", "oldest_ready_age", "wait_p50", "wait_p99")
+
+
+def collect(data_dir, timeout=3.0):
+    data_dir = os.path.abspath(data_dir)
+    live, stale, unresponsive = query_all(data_dir, timeout=timeout)
+    live.sort(key=lambda p: p.get("pid", 0))
+    report = {
+        "data_dir": data_dir,
+        "time": time.time(),
+        "processes": live,
+        "total": total(live) if live else None,
+        "stale": stale,
+        "unresponsive": unresponsive,
+        "log": None,
+    }
+    if not live:
+        report["log"] = summarize_log(data_dir)
+    return report
+
+
+def total(processes):
+    """Sums of counts, bytes and rates; the worst (largest) ages and waits."""
+    out = {"processes": len(processes)}
+    for key in SUMMED:
+        values = [p[key] for p in processes if p.get(key) is not None]
+        out[key] = sum(values) if values else None
+    for key in MAXED:
+        values = [p[key] for p in processes if p.get(key) is not None]
+        out[key] = max(values) if values else None
+    return out
+
+
+def summarize_log(data_dir):
+    """What the disk log in ``data_dir`` holds, read from its files (no process needed)."""
+    if not os.path.isdir(data_dir):
+        return {"error": f"no data directory at {data_dir}"}
+    try:
+        from .log.disk import summarize
+    except ImportError:
+        summarize = None
+    if summarize is not None:
+        try:
+            return dict(summarize(data_dir))
+        except Exception as exc:  # noqa: BLE001 - a damaged log must not break stats
+            return {"error": f"cannot read the log: {type(exc).__name__}: {exc}"}
+    segments = [n for n in os.listdir(data_dir) if n.endswith(".wal")]
+    return {"segments": len(segments),
+            "bytes": sum(os.path.getsize(os.path.join(data_dir, n)) for n in segments),
+            "error": "this greenqueue cannot count the log's tasks offline"}
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+def _bytes(n):
+    if n is None:
+        return "-"
+    sign = "-" if n < 0 else ""
+    n = abs(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{sign}{n:.0f} {unit}" if unit == "B" else f"{sign}{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _seconds(s):
+    if s is None:
+        return "-"
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.0f}m{s % 60:02.0f}s"
+    return f"{s / 3600:.0f}h{s % 3600 / 60:02.0f}m"
+
+
+def _num(n):
+    return "-" if n is None else f"{n:,}"
+
+
+def _rate(r):
+    return "-" if r is None else f"{r:,.1f}/s"
+
+
+ROWS = [
+    ("pid", "pid", str),
+    ("role", "role", str),
+    ("uptime", "uptime", _seconds),
+    ("memory RSS", "rss", _bytes),
+    ("memory USS", "uss", _bytes),
+    ("RSS growth since start", "rss_growth", _bytes),
+    ("bytes held by queued tasks", "queued_bytes", _bytes),
+    ("CPU (last 10 s)", "cpu_percent", lambda v: f"{v:.1f} %"),
+    ("ready", "ready", _num),
+    ("delayed", "delayed", _num),
+    ("in flight", "in_flight", _num),
+    ("processed", "processed", _num),
+    ("failed", "failed", _num),
+    ("retried", "retried", _num),
+    ("dead", "dead", _num),
+    ("enqueue rate (10 s)", "enqueue_rate", _rate),
+    ("process rate (10 s)", "process_rate", _rate),
+    ("log segments", "log_segments", _num),
+    ("log bytes", "log_bytes", _bytes),
+    ("greenlets alive", "greenlets", _num),
+    ("open fds", "open_fds", _num),
+    ("oldest ready task age", "oldest_ready_age", _seconds),
+    ("wait p50 (1 min)", "wait_p50", _seconds),
+    ("wait p99 (1 min)", "wait_p99", _seconds),
+]
+
+
+def render(report):
+    lines = [f"greenqueue stats for {report['data_dir']}  "
+             f"({time.strftime('%H:%M:%S', time.localtime(report['time']))})"]
+    processes = report["processes"]
+    if processes:
+        columns = processes + ([dict(report["total"], pid="total", role="")]
+                               if len(processes) > 1 else [])
+        cells = [[label] + [_cell(fmt, p.get(key)) for p in columns] for label, key, fmt in ROWS]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+        for row in cells:
+            lines.append("  ".join([row[0].ljust(widths[0])] +
+                                   [c.rjust(w) for c, w in zip(row[1:], widths[1:])]))
+        if len(processes) > 1:
+            lines.append("(total: sums; uptime, ages and waits are the largest of any process)")
+    else:
+        lines.append("no live greenqueue process in this data directory")
+        log = report.get("log") or {}
+        if "pending" in log:
+            lines.append(f"from the log: {_num(log.get('pending'))} pending "
+                         f"({_num(log.get('delayed'))} of them delayed), "
+                         f"{_num(log.get('dead'))} dead; {_num(log.get('segments'))} segment(s), "
+                         f"{_bytes(log.get('bytes'))}")
+        elif "segments" in log:
+            lines.append(f"log: {_num(log['segments'])} segment(s), {_bytes(log.get('bytes'))}")
+        if log.get("error"):
+            lines.append(log["error"])
+    if report["stale"]:
+        lines.append(f"removed stale control socket(s) of dead process(es): "
+                     f"{', '.join(map(str, report['stale']))}")
+    if report["unresponsive"]:
+        lines.append(f"no answer in time from: {', '.join(map(str, report['unresponsive']))}")
+    return "\n".join(lines)
+
+
+def _cell(fmt, value):
+    if value is None:
+        return "-"
+    try:
+        return fmt(value)
+    except (TypeError, ValueError):
+        return str(value)
