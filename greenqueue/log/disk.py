@@ -114,6 +114,7 @@ class DiskLog(Log):
             self._write(b"".join(self.framer.add(self.pending_[i]) for i in self._crashed))
         if adopted and not self.pending_ and not self.dead_:
             self._drop(adopted)
+        self._drop(self._empty_adopted)  # header-only segments hold no fact
         self._flusher = gevent.spawn(self._flush_loop)
 
     # -- opening ------------------------------------------------------------------------------
@@ -144,10 +145,14 @@ class DiskLog(Log):
                 os.close(fd)
                 continue
             adopted.append((segment, fd))
+        empty = []
         for segment, result in replay_into(self.state, [p for p, _ in adopted], self.secret):
             self.skipped["damaged_bytes"] += sum(d.length for d in result.damage)
             self.skipped["refused"] += result.refused
-        return adopted
+            if not result.records and not result.damage and not result.refused:
+                empty.append(segment)
+        self._empty_adopted = [s for s in adopted if s[0] in empty]
+        return [s for s in adopted if s[0] not in empty]
 
     def _remove_stale_temps(self):
         """Delete half-made segments (a crash between create and rename) nobody holds."""
