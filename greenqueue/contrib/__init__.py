@@ -1,0 +1,1 @@
+"""Integrations with other servers and frameworks; each module is optional."""
