@@ -348,3 +348,35 @@ def test_wrap_refuses_non_callable_attributes_and_unpicklable_arguments(rt):
         greenqueue.wrap(service).missing()
     with pytest.raises(greenqueue.SerializationError, match="argument 'greeting'"):
         greenqueue.wrap(service).greet(unpicklable())
+
+
+def main_script_function(source, **globals_):
+    """Define a function as if in the ``__main__`` of a script (not importable by name)."""
+    namespace = {"__name__": "__main__", **globals_}
+    exec(source, namespace)
+    return namespace
+
+
+def test_a_main_script_task_is_pickled_by_value(rt):
+    namespace = main_script_function(
+        "def by_value_main(x):\n    sink.append(x)\n", sink=tasks.seen)
+    made = greenqueue.task(namespace["by_value_main"])
+    assert made.name == "__main__:by_value_main"
+    made.enqueue(1)
+    assert rt.join(timeout=2) and tasks.seen == [1]
+
+
+def test_a_main_script_task_with_unpicklable_globals_is_found_by_name(rt):
+    namespace = main_script_function(
+        "def by_name_main(x):\n    with lock:\n        sink.append(x)\n",
+        sink=tasks.seen, lock=Semaphore())
+    made = greenqueue.task(namespace["by_name_main"])
+    made.enqueue("locked")
+    assert rt.join(timeout=2) and tasks.seen == ["locked"]
+
+
+def test_a_builtin_without_a_signature_can_be_a_task(rt):
+    biggest = greenqueue.task(max)
+    assert biggest(1, 3) == 3
+    biggest.enqueue(1, 3)
+    assert rt.join(timeout=2) and rt.stats()["processed"] == 1
