@@ -21,7 +21,7 @@ from .context import _log_context
 from .dispatcher import Counters, Dispatcher, describe_error
 from .envelope import PROTOCOL, Envelope, _dumps, new_id
 from .errors import ConfigError, DecodeError, GreenqueueError, ProcessDied, TaskError
-from .log import open_log
+from .log import Log, open_log
 from .metrics import Metrics
 from .queue import TaskQueue
 
@@ -64,7 +64,7 @@ class Runtime:
         if secret is not None and not isinstance(secret, (str, bytes)):
             raise ConfigError("secret must be a str or bytes")
         self.secret = secret
-        if not (backend in ("memory", "disk") or hasattr(backend, "append")):
+        if not (backend in ("memory", "disk") or isinstance(backend, Log)):
             open_log(backend)  # raises the ConfigError that names the valid choices
         self.log = None
         self.queue = None

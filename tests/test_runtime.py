@@ -40,6 +40,15 @@ def test_invalid_settings_raise_config_error(settings):
     assert gq_runtime._settings == {}  # a refused configure() changes nothing
 
 
+def test_a_backend_object_must_be_a_log():
+    class LooksLikeALog:
+        def append(self, env):
+            pass
+
+    with pytest.raises(greenqueue.ConfigError, match="Log instance"):
+        greenqueue.Runtime(backend=LooksLikeALog())  # refused now, not at start()
+
+
 def test_config_error_is_a_value_error_under_the_root():
     assert issubclass(greenqueue.ConfigError, greenqueue.GreenqueueError)
     assert issubclass(greenqueue.ConfigError, ValueError)
