@@ -11,6 +11,7 @@ Duties:
 import atexit
 import datetime as _dt
 import logging
+import math
 import numbers
 import os
 import time
@@ -268,12 +269,15 @@ def due_time(delay, delay_until):
     if delay is not None:
         if isinstance(delay, _dt.timedelta):
             delay = delay.total_seconds()
-        if not isinstance(delay, numbers.Real) or isinstance(delay, bool) or delay < 0:
-            raise TaskError(f"delay must be a number of seconds >= 0, not {delay!r}")
+        if (not isinstance(delay, numbers.Real) or isinstance(delay, bool)
+                or not 0 <= delay < math.inf):  # NaN fails the comparison too
+            raise TaskError(f"delay must be a finite number of seconds >= 0, not {delay!r}")
         return time.time() + delay
     if isinstance(delay_until, _dt.datetime):
         return delay_until.timestamp()  # naive datetimes are local time, as documented
     if isinstance(delay_until, numbers.Real) and not isinstance(delay_until, bool):
+        if not math.isfinite(delay_until):
+            raise TaskError(f"delay_until must be a finite epoch time, not {delay_until!r}")
         return float(delay_until)
     raise TaskError(f"delay_until must be a datetime or an epoch number, not {delay_until!r}")
 

@@ -309,6 +309,8 @@ def test_delay_until_naive_datetime_is_local_time(make_runtime, tokyo_time):
 @pytest.mark.parametrize("options", [
     {"delay": -1}, {"delay": "soon"}, {"delay": True}, {"delay_until": "tomorrow"},
     {"delay_until": True}, {"delay": 1, "delay_until": time.time() + 1},
+    {"delay": float("nan")}, {"delay": float("inf")}, {"delay_until": float("nan")},
+    {"delay_until": float("inf")},
 ])
 def test_invalid_delays_are_refused(rt, options):
     with pytest.raises(greenqueue.TaskError):
