@@ -49,6 +49,10 @@ class TaskQueue:
             heappush(delayed, (env.publish_at, next(self._seq), env))
             return
         self._ready(env)
+        self._check_room()
+
+    def _check_room(self):
+        """Close the room for enqueuers once the ready tasks reach the high-water mark."""
         if self.high_water_mark is not None and self.ready >= self.high_water_mark:
             self._room.clear()
 
@@ -73,6 +77,7 @@ class TaskQueue:
                 later.append((env.publish_at, next(self._seq), env))
             else:
                 self._ready(env)
+        self._check_room()
         if later:
             self.delayed.extend(later)
             heapify(self.delayed)
@@ -100,6 +105,7 @@ class TaskQueue:
         delayed = self.delayed
         while delayed and delayed[0][0] <= now:
             self._ready(heappop(delayed)[2])
+        self._check_room()
 
     def next_due(self):
         return self.delayed[0][0] if self.delayed else None

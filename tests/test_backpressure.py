@@ -3,6 +3,7 @@ import gevent
 import pytest
 
 import greenqueue
+from greenqueue.log.memory import MemoryLog
 from tests import tasks
 from tests.helpers import wait_until
 
@@ -63,3 +64,32 @@ def test_backpressure_is_off_by_default(make_runtime):
     for n in range(20):
         tasks.record.enqueue(n)
     assert runtime.stats()["ready"] == 20
+
+
+def test_tasks_coming_due_count_towards_the_high_water_mark(make_runtime):
+    runtime = make_runtime(concurrency=1, backpressure=True, high_water_mark=5,
+                           low_water_mark=2, push_timeout=0.05)
+    tasks.hold.enqueue()
+    wait_until(lambda: runtime.stats()["in_flight"] == 1)
+    for n in range(8):
+        tasks.record.enqueue(n, delay=0.01)  # delayed tasks are never held back...
+    wait_until(lambda: runtime.stats()["ready"] == 8, what="the delayed tasks to come due")
+    with pytest.raises(greenqueue.PushTimeout):  # ...but once due they fill the queue
+        tasks.record.enqueue("one too many")
+
+
+def test_replayed_tasks_count_towards_the_high_water_mark(make_runtime):
+    log = MemoryLog()
+    first = make_runtime(backend=log, concurrency=1)
+    tasks.hold.enqueue()
+    wait_until(lambda: first.stats()["in_flight"] == 1)
+    for n in range(8):
+        tasks.record.enqueue(n)
+    first.stop(timeout=0.01)
+    tasks.reset()
+    second = make_runtime(backend=log, concurrency=1, backpressure=True, high_water_mark=5,
+                          low_water_mark=2, push_timeout=0.05)
+    wait_until(lambda: second.stats()["in_flight"] == 1)  # the replayed hold holds again
+    assert second.stats()["ready"] == 8
+    with pytest.raises(greenqueue.PushTimeout):
+        tasks.record.enqueue("one too many")
