@@ -72,6 +72,9 @@ def main(argv=None):
             row = report.Row(name, "error", f"failed: {type(exc).__name__}: {exc}")
             report.emit(name, {"quick": opts.quick}, {"error": str(exc)}, rows=[row])
             ctx.rows.append(row)
+    if len(names) > 1:  # the limit again, to show how much the machine drifted meanwhile
+        from perf.scenarios import limit
+        ctx.rows.extend(limit.recheck(ctx))
     m = report.machine()
     table = report.markdown(ctx.rows)
     heading = (f"Measured {m['date']} with `python -m perf{' --quick' if opts.quick else ''}` "

@@ -14,6 +14,7 @@ class Context:
         self.repeat = repeat
         self.tasks = tasks          # overrides every scenario's task count when set
         self.limit = None           # medians of the limit scenario, set by it
+        self.limit_runs = None      # (tasks, repetitions) of that measurement
         self.rows = []
 
     def size(self, full, quick):

@@ -63,9 +63,27 @@ def run(ctx):
     runs = [bare_loop(n) for _ in range(ctx.repeat)]
     result = medians(runs)
     ctx.limit = result
+    ctx.limit_runs = (n, runs)
     rows = [Row("limit", "enqueue (pickle+crc+write+push)", result["enqueue_per_s"], "/s"),
             Row("limit", "process (pop+unpickle+call+write)", result["process_per_s"], "/s"),
             Row("limit", "end to end", result["end_to_end_per_s"], "/s"),
             Row("limit", "log bytes per task", result["log_bytes_per_task"], "B")]
     emit("limit", {"tasks": n, "repeat": ctx.repeat, "fsync": "none"}, result, runs, rows)
     return rows
+
+
+def recheck(ctx):
+    """Measure the limit again at the end of a run: how much the machine drifted meanwhile
+    (other processes, thermal state). Ratios stay relative to the first measurement."""
+    n, first_runs = ctx.limit_runs
+    runs = [bare_loop(n) for _ in range(ctx.repeat)]
+    again = medians(runs)
+    drift = again["end_to_end_per_s"] / ctx.limit["end_to_end_per_s"] - 1
+    row = Row("limit", "end to end, again at the end of the run", again["end_to_end_per_s"],
+              "/s", again["end_to_end_per_s"] / ctx.limit["end_to_end_per_s"],
+              f"drift {drift:+.0%}")
+    rows = [r for r in ctx.rows if r.scenario == "limit"] + [row]
+    emit("limit", {"tasks": n, "repeat": ctx.repeat, "fsync": "none"}, ctx.limit, first_runs,
+         rows, extra={"end_of_run": again, "end_of_run_repetitions": runs, "drift": drift},
+         echo=[row])
+    return [row]
