@@ -155,7 +155,9 @@ class Runtime:
     def join(self, timeout=None):
         """Wait until no task is ready or running (delayed ones may remain); True if so.
 
-        For tests and scripts: ``timeout`` seconds at most (None: no limit)."""
+        For tests and scripts: ``timeout`` seconds at most (None: no limit). A runtime that is
+        not running refuses: no worker would ever drain its queue."""
+        self._log()
         return self.dispatcher.join(timeout)
 
     # -- enqueue ------------------------------------------------------------------------------

@@ -146,6 +146,17 @@ def test_join_times_out_while_a_task_runs(make_runtime):
     assert runtime.join(timeout=2) is True
 
 
+def test_join_needs_a_running_runtime(make_runtime):
+    with pytest.raises(greenqueue.GreenqueueError, match="not running"):
+        greenqueue.Runtime(backend="memory").join(timeout=1)
+    runtime = make_runtime(concurrency=1)
+    tasks.hold.enqueue()
+    tasks.record.enqueue("never")
+    runtime.stop(timeout=0.01)
+    with pytest.raises(greenqueue.GreenqueueError, match="not running"):
+        runtime.join()  # would wait forever: nothing drains a stopped runtime
+
+
 def test_join_does_not_wait_for_delayed_tasks(rt):
     tasks.record.enqueue("later", delay=60)
     assert rt.join(timeout=1) is True
