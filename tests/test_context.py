@@ -246,3 +246,29 @@ def test_middleware_added_before_start_applies(make_runtime):
                                        ("early", "enqueue", "after"),
                                        ("early", "perform", "before"),
                                        ("early", "perform", "after")]
+
+
+def test_a_task_enqueued_by_a_task_keeps_the_request_id(rt, records):
+    @greenqueue.task
+    def parent():
+        tasks.log_something.enqueue("from the child")
+
+    def request():
+        greenqueue.log_context(request_id="chain")
+        parent.enqueue()
+
+    in_greenlet(request)
+    wait_until(lambda: records)
+    assert rt.join(timeout=2)
+    assert [(r.getMessage(), r.request_id) for r in records] == [("from the child", "chain")]
+
+
+def test_an_error_in_on_enqueue_reaches_the_caller_and_nothing_is_queued(rt):
+    class Refuse:
+        def on_enqueue(self, envelope, call_next):
+            raise PermissionError("quota")
+
+    rt.add_middleware(Refuse())
+    with pytest.raises(PermissionError, match="quota"):
+        tasks.record.enqueue(1)
+    assert rt.join(timeout=1) and tasks.seen == [] and rt.stats()["enqueued"] == 0

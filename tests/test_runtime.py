@@ -362,3 +362,13 @@ def test_atexit_drains_an_auto_started_runtime(tmp_path):
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["exiting", "finished"]
+
+
+def test_concurrency_bounds_the_tasks_running_at_once(make_runtime):
+    runtime = make_runtime(concurrency=3)
+    for n in range(5):
+        tasks.hold.enqueue(n)
+    wait_until(lambda: runtime.stats()["in_flight"] == 3)
+    assert runtime.stats()["ready"] == 2 and sorted(tasks.seen) == [0, 1, 2]
+    tasks.gate.set()
+    assert runtime.join(timeout=2) and sorted(tasks.seen) == [0, 1, 2, 3, 4]
