@@ -1,7 +1,7 @@
 """A bare WSGI app whose endpoint enqueues a slow task and answers at once.
 
     greenqueue run examples.wsgi_app:app
-    curl -i 'http://127.0.0.1:8000/report?user=7&seconds=2'
+    curl -i 'http://127.0.0.1:8000/report?user=7&seconds=2'          # &delay=10 to run it later
 
 The response carries ``X-Request-Id``; the task's log lines, two seconds later, carry the same id.
 """
@@ -20,7 +20,8 @@ def app(environ, start_response):
     query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
     if path == "/report":
         user = query.get("user", "1")
-        task_id = fetch_report.enqueue(user, seconds=float(query.get("seconds", 2.0)))
+        delay = float(query["delay"]) if "delay" in query else None
+        task_id = fetch_report.enqueue(user, seconds=float(query.get("seconds", 2.0)), delay=delay)
         log.info("enqueued report for user %s as task %s", user, task_id)
         return _json(start_response, "202 Accepted", {"task_id": task_id, "pid": os.getpid()})
     if path == "/":

@@ -55,14 +55,17 @@ def summarize_log(data_dir):
     if not os.path.isdir(data_dir):
         return {"error": f"no data directory at {data_dir}"}
     try:
-        from .log.disk import summarize
+        from .log.inspect import summarize
     except ImportError:
         summarize = None
     if summarize is not None:
         try:
-            return dict(summarize(data_dir))
+            summary = dict(summarize(data_dir))
         except Exception as exc:  # noqa: BLE001 - a damaged log must not break stats
             return {"error": f"cannot read the log: {type(exc).__name__}: {exc}"}
+        if isinstance(summary.get("segments"), list):
+            summary["segments"] = len(summary["segments"])
+        return summary
     segments = [n for n in os.listdir(data_dir) if n.endswith(".wal")]
     return {"segments": len(segments),
             "bytes": sum(os.path.getsize(os.path.join(data_dir, n)) for n in segments),
@@ -149,10 +152,9 @@ def render(report):
         lines.append("no live greenqueue process in this data directory")
         log = report.get("log") or {}
         if "pending" in log:
-            lines.append(f"from the log: {_num(log.get('pending'))} pending "
-                         f"({_num(log.get('delayed'))} of them delayed), "
-                         f"{_num(log.get('dead'))} dead; {_num(log.get('segments'))} segment(s), "
-                         f"{_bytes(log.get('bytes'))}")
+            lines.append(f"from the log: {_num(log.get('pending'))} pending, "
+                         f"{_num(log.get('delayed'))} delayed, {_num(log.get('dead'))} dead "
+                         f"({_num(log.get('segments'))} segment(s), {_bytes(log.get('bytes'))})")
         elif "segments" in log:
             lines.append(f"log: {_num(log['segments'])} segment(s), {_bytes(log.get('bytes'))}")
         if log.get("error"):
