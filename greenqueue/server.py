@@ -17,6 +17,7 @@ The caller (``greenqueue run`` through ``bin/greenqueue``) has monkey-patched al
 """
 import dataclasses
 import logging
+import math
 import os
 import random
 import signal
@@ -33,6 +34,7 @@ from .boot import (STARTUP_ERROR_STATUS, StartupError, bound_address, configure_
                    listen, load_app, prepare_data_dir)
 from .context import log_context
 from .control import ControlServer
+from .errors import GreenqueueError
 from .metrics import snapshot
 from .runtime import Runtime
 from .wsgi import ENVIRON_KEY, RequestIdMiddleware
@@ -141,8 +143,8 @@ class Process:
                                fsync_interval=opts.fsync_interval, backpressure=opts.backpressure)
         try:
             self.runtime.start()  # replays the log: nothing is served before that is done
-        except OSError as exc:
-            raise StartupError(f"cannot open the task log in {data_dir}: {exc}") from None
+        except (OSError, GreenqueueError) as exc:
+            raise StartupError(f"cannot start the task runtime on {data_dir}: {exc}") from None
         self.control = ControlServer(data_dir, self.describe)
         try:
             self.control.start()
@@ -235,7 +237,7 @@ class Process:
 def _jittered(max_tasks, max_rss_mb):
     tasks = rss = None
     if max_tasks:
-        tasks = max(1, int(max_tasks * (1 - random.uniform(0, JITTER))))
+        tasks = max(1, math.ceil(max_tasks * (1 - random.uniform(0, JITTER))))
     if max_rss_mb:
         rss = int(max_rss_mb * 2**20 * (1 - random.uniform(0, JITTER)))
     return tasks, rss

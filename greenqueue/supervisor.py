@@ -118,8 +118,9 @@ class Supervisor:
                 self.status = STARTUP_ERROR_STATUS
                 self._begin_stop(signal.SIGTERM)
                 break
-            logger.warning("worker %d (pid %d) exited with %s; starting a new one", slot,
-                           proc.pid, _describe_status(status))
+            logger.log(logging.INFO if status == 0 else logging.WARNING,
+                       "worker %d (pid %d) exited with %s%s; starting a new one", slot, proc.pid,
+                       _describe_status(status), " (recycled)" if status == 0 else "")
             proc = None
             if ready:
                 backoff = 0.5
