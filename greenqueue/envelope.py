@@ -11,6 +11,7 @@ import inspect
 import os
 import pickle
 import secrets
+import struct
 import time
 from itertools import count
 
@@ -31,7 +32,9 @@ class Envelope:
     wall-clock time of the first enqueue, kept across retries and restarts to measure latency.
     """
 
-    __slots__ = ("id", "name", "payload", "priority", "publish_at", "attempt", "enqueued_at")
+    __slots__ = ("id", "name", "payload", "priority", "publish_at", "attempt", "enqueued_at",
+                 "_packed")
+    FIELDS = __slots__[:-1]
 
     def __init__(self, id, name, payload, priority=0, publish_at=0.0, attempt=0, enqueued_at=0.0):
         self.id = id
@@ -41,20 +44,86 @@ class Envelope:
         self.publish_at = publish_at
         self.attempt = attempt
         self.enqueued_at = enqueued_at
+        self._packed = None
 
     def replace(self, **changes):
-        fields = {name: getattr(self, name) for name in self.__slots__}
+        fields = {name: getattr(self, name) for name in self.FIELDS}
         fields.update(changes)
         return Envelope(**fields)
+
+    def pack(self):
+        """The envelope as one bytes object (computed once; treat envelopes as frozen).
+
+        Long-lived holders (the delayed heap, the disk log's index) keep this form: a bytes
+        object is invisible to the cyclic garbage collector, so a million delayed tasks add
+        nothing to a full collection's pause, and it is the disk log's add record body too.
+        Layout: publish_at f64, enqueued_at f64, priority i32, attempt u32, id length u16,
+        name length u16, id, name, payload.
+        """
+        packed = self._packed
+        if packed is None:
+            id_, name = self.id.encode(), self.name.encode()
+            packed = self._packed = b"".join((
+                _pack_fixed(self.publish_at, self.enqueued_at, self.priority, self.attempt,
+                            len(id_), len(name)), id_, name, self.payload))
+        return packed
 
     def __repr__(self):
         return f"<Envelope {self.id} {self.name} attempt={self.attempt} priority={self.priority}>"
 
     def __eq__(self, other):
         return isinstance(other, Envelope) and all(
-            getattr(self, f) == getattr(other, f) for f in self.__slots__)
+            getattr(self, f) == getattr(other, f) for f in self.FIELDS)
 
     __hash__ = None
+
+
+_fixed = struct.Struct("<ddiIHH")
+FIXED_SIZE = _fixed.size
+_pack_fixed = _fixed.pack
+_unpack_fixed = _fixed.unpack_from
+_names = {}
+
+
+def unpack(data, start=0, end=None):
+    """The Envelope packed in ``data[start:end]`` (see Envelope.pack)."""
+    publish_at, enqueued_at, priority, attempt, id_len, name_len = _unpack_fixed(data, start)
+    start += FIXED_SIZE
+    task_id = data[start:start + id_len].decode("ascii")
+    start += id_len
+    raw_name = data[start:start + name_len]
+    name = _names.get(raw_name)
+    if name is None:
+        name = _names[raw_name] = raw_name.decode()
+    return Envelope(task_id, name, data[start + name_len:end], priority, publish_at, attempt,
+                    enqueued_at)
+
+
+def packed_id(packed):
+    """The task id of a packed envelope, without unpacking the rest."""
+    id_len = packed[FIXED_SIZE - 4] | packed[FIXED_SIZE - 3] << 8
+    return packed[FIXED_SIZE:FIXED_SIZE + id_len].decode("ascii")
+
+
+def packed_publish_at(packed):
+    return _unpack_double(packed)[0]
+
+
+def packed_priority(packed):
+    return _unpack_int(packed, 16)[0]
+
+
+def packed_enqueued_at(packed):
+    return _unpack_double(packed, 8)[0]
+
+
+def as_envelope(item):
+    """An Envelope from an Envelope or its packed bytes."""
+    return unpack(item) if item.__class__ is bytes else item
+
+
+_unpack_double = struct.Struct("<d").unpack_from
+_unpack_int = struct.Struct("<i").unpack_from
 
 
 # -- ids ---------------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from collections import deque
 
 import gevent
 
+from .envelope import as_envelope
+
 TICK = 0.125           # seconds between wait samples
 RATE_WINDOW = 10.0     # seconds over which rates are reported
 WAIT_WINDOW = 60.0     # seconds over which wait percentiles are reported
@@ -109,14 +111,14 @@ def queue_figures(queue, now=None):
     oldest = None
     for level in list(queue.levels.values()):
         for env in level:
-            held += len(env.payload)
+            held += len(env) if env.__class__ is bytes else len(env.payload)
         if level:
-            head = level[0]   # FIFO within a level: the head waited longest
+            head = as_envelope(level[0])   # FIFO within a level: the head waited longest
             since = head.publish_at or head.enqueued_at
             if oldest is None or since < oldest:
                 oldest = since
-    for _, _, env in list(queue.delayed):
-        held += len(env.payload)
+    for entry in list(queue.delayed):
+        held += len(entry[2])  # the packed envelope: payload plus a few dozen bytes
     return held, (max(0.0, now - oldest) if oldest is not None else None)
 
 

@@ -11,19 +11,21 @@ Duties:
 
 Hub-only: every method must run in a greenlet of the hub that owns the queue (not thread-safe).
 """
+import struct
 import time
 from collections import deque
 from heapq import heapify, heappop, heappush
-from itertools import count
 
 from gevent import get_hub
 from gevent.event import Event
 from gevent.hub import Waiter
 from gevent.timeout import Timeout
 
+from .envelope import packed_id, packed_priority, unpack
 from .errors import PushTimeout
 
 _time = time.time
+_unpack_head = struct.Struct("<ddi").unpack_from   # publish_at, enqueued_at, priority
 
 
 class TaskQueue:
@@ -31,8 +33,7 @@ class TaskQueue:
         self.levels = {}           # priority -> deque of ready envelopes
         self.top = None            # highest priority with ready envelopes
         self.ready = 0             # how many envelopes are ready
-        self.delayed = []          # heap of (publish_at, seq, envelope)
-        self._seq = count()
+        self.delayed = []          # heap of (publish_at, id, packed envelope): see Envelope.pack
         self._idle = deque()       # Waiters of parked workers
         self.high_water_mark = high_water_mark   # None: no backpressure
         self.low_water_mark = low_water_mark if high_water_mark is not None else -1
@@ -46,7 +47,7 @@ class TaskQueue:
             delayed = self.delayed
             if not delayed or env.publish_at < delayed[0][0]:
                 self.delayed_changed.set()
-            heappush(delayed, (env.publish_at, next(self._seq), env))
+            heappush(delayed, (env.publish_at, env.id, env.pack()))
             return
         self._ready(env)
         self._check_room()
@@ -57,7 +58,8 @@ class TaskQueue:
             self._room.clear()
 
     def _ready(self, env):
-        priority = env.priority
+        """File a ready envelope, or a packed one (replay, due delayed): unpacked on pop."""
+        priority = env.priority if env.__class__ is not bytes else packed_priority(env)
         level = self.levels.get(priority)
         if level is None:
             level = self.levels[priority] = deque()
@@ -68,15 +70,25 @@ class TaskQueue:
         if self._idle:
             self._wake()
 
-    def extend(self, envs):
-        """Push many envelopes at once (replay): one heapify instead of a push each."""
+    def extend(self, packed_envelopes):
+        """Queue many packed envelopes at once (replay): one heapify, nothing unpacked."""
         now = _time()
         later = []
-        for env in envs:
-            if env.publish_at and env.publish_at > now:
-                later.append((env.publish_at, next(self._seq), env))
-            else:
-                self._ready(env)
+        levels = self.levels
+        for packed in packed_envelopes:
+            publish_at, _, priority = _unpack_head(packed)
+            if publish_at and publish_at > now:
+                later.append((publish_at, packed_id(packed), packed))
+                continue
+            level = levels.get(priority)
+            if level is None:
+                level = levels[priority] = deque()
+            level.append(packed)
+            self.ready += 1
+        if self.levels:
+            self.top = max(self.levels)
+        if self._idle:
+            self.wake_all()
         self._check_room()
         if later:
             self.delayed.extend(later)
@@ -91,6 +103,8 @@ class TaskQueue:
             return None
         level = self.levels[self.top]
         env = level.popleft()
+        if env.__class__ is bytes:
+            env = unpack(env)
         if not level:
             del self.levels[self.top]
             self.top = max(self.levels) if self.levels else None

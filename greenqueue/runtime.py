@@ -20,7 +20,7 @@ import warnings
 from . import envelope as _envelope
 from .context import _log_context
 from .dispatcher import Counters, Dispatcher, describe_error
-from .envelope import PROTOCOL, Envelope, _dumps, new_id
+from .envelope import PROTOCOL, Envelope, _dumps, new_id, packed_id, unpack
 from .errors import ConfigError, DecodeError, GreenqueueError, ProcessDied, TaskError
 from .log import Log, open_log
 from .metrics import Metrics
@@ -102,10 +102,13 @@ class Runtime:
     def _replay(self):
         """Queue what the log holds; settle attempts that a crash cut short."""
         crashed = self.log.crashed() if hasattr(self.log, "crashed") else ()
-        pending = self.log.pending()
+        if hasattr(self.log, "pending_packed"):  # a million envelopes stay packed until popped
+            pending = self.log.pending_packed()
+        else:
+            pending = [env.pack() for env in self.log.pending()]
         if crashed:
-            pending = [env for env in pending
-                       if env.id not in crashed or not self._crash_exhausted(env)]
+            pending = [p for p in pending
+                       if packed_id(p) not in crashed or not self._crash_exhausted(unpack(p))]
         self.queue.extend(pending)
         replayed = len(pending)
         self.counters.dead = len(self.log.dead())

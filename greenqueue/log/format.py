@@ -9,7 +9,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from ..envelope import Envelope
+from ..envelope import packed_id, unpack
 
 VERSION = 1
 SEGMENT_MAGIC = b"GQLOG"
@@ -23,15 +23,11 @@ _header = struct.Struct("<5sBB16sId")          # magic, version, flags, chain, s
 HEADER_SIZE = _header.size + 4                 # + crc32 of the above
 _frame = struct.Struct("<BBII")                # magic, kind, body length, crc32
 FRAME_SIZE = _frame.size
-_add = struct.Struct("<ddiIHH")                # publish_at, enqueued_at, priority, attempt,
-ADD_SIZE = _add.size                           # id length, name length; then id, name, payload
 _bury = struct.Struct("<IH")                   # attempt, id length; then id, error JSON
 MAC_SIZE = 32
 MAX_BODY = 1 << 30
 
 _pack_frame = _frame.pack
-_pack_add = _add.pack
-_unpack_add = _add.unpack_from
 _crc32 = zlib.crc32
 
 
@@ -79,11 +75,11 @@ class Framer:
         return _pack_frame(RECORD_MAGIC, kind, len(body), _crc32(body, kind)) + body
 
     def add(self, env):
-        id_ = env.id.encode()
-        name = env.name.encode()
-        body = b"".join((_pack_add(env.publish_at, env.enqueued_at, env.priority, env.attempt,
-                                   len(id_), len(name)), id_, name, env.payload))
-        if self.secret is None:  # the hot path: no second concatenation
+        """An add record: its body is the packed envelope (envelope.Envelope.pack)."""
+        return self.add_packed(env.pack())
+
+    def add_packed(self, body):
+        if self.secret is None:  # the hot path
             return _pack_frame(RECORD_MAGIC, ADD, len(body), _crc32(body, ADD)) + body
         return self.frame(ADD, body)
 
@@ -179,20 +175,8 @@ def _damage(data, start, stop, tail):
     return Damage(start, stop - start, tail, not any(data[start:stop]))
 
 
-_names = {}
-
-
 def decode_add(data, start=0, end=None):
-    publish_at, enqueued_at, priority, attempt, id_len, name_len = _add.unpack_from(data, start)
-    start += ADD_SIZE
-    id_ = data[start:start + id_len].decode("ascii")
-    start += id_len
-    raw_name = data[start:start + name_len]
-    name = _names.get(raw_name)
-    if name is None:
-        name = _names[raw_name] = raw_name.decode()
-    return Envelope(id_, name, data[start + name_len:end], priority, publish_at, attempt,
-                    enqueued_at)
+    return unpack(data, start, end)
 
 
 def decode_ids(data, start=0, end=None):
@@ -213,8 +197,9 @@ def decode_bury(data, start=0, end=None):
 class State:
     """The log's meaning: per task id, the latest fact wins (see greenqueue/log/__init__.py).
 
-    ``pending`` maps id -> Envelope, ``begun`` holds ids whose last fact is an attempt start,
-    ``dead`` maps id -> (Envelope, error). Replay feeds records in log order through ``apply``.
+    ``pending`` maps id -> packed envelope (bytes: cheap to hold, invisible to the garbage
+    collector), ``begun`` holds ids whose last fact is an attempt start, ``dead`` maps
+    id -> (Envelope, error). Replay feeds records in log order through ``apply``.
     """
 
     def __init__(self):
@@ -226,17 +211,10 @@ class State:
     def apply(self, kind, data, start, end):
         """Take one record (``data[start:end]`` is its body) into the state."""
         self.counts[kind] += 1
-        if kind == ADD:  # decode_add, inlined: replay spends most of its time here
-            publish_at, enqueued_at, priority, attempt, id_len, name_len = _unpack_add(data, start)
-            start += ADD_SIZE
-            task_id = data[start:start + id_len].decode("ascii")
-            start += id_len
-            raw_name = data[start:start + name_len]
-            name = _names.get(raw_name)
-            if name is None:
-                name = _names[raw_name] = raw_name.decode()
-            self.pending[task_id] = Envelope(task_id, name, data[start + name_len:end], priority,
-                                             publish_at, attempt, enqueued_at)
+        if kind == ADD:
+            packed = data[start:end]
+            task_id = packed_id(packed)
+            self.pending[task_id] = packed
             if self.begun:
                 self.begun.discard(task_id)
             if self.dead:
@@ -252,7 +230,8 @@ class State:
                 begun.discard(task_id)
         elif kind == BURY:
             task_id, attempt, error = decode_bury(data, start, end)
-            env = self.pending.pop(task_id, None) or (self.dead.get(task_id) or (None,))[0]
+            packed = self.pending.pop(task_id, None)
+            env = unpack(packed) if packed is not None else (self.dead.get(task_id) or (None,))[0]
             self.begun.discard(task_id)
             if env is not None:
                 self.dead[task_id] = (env.replace(attempt=attempt), error)
@@ -260,6 +239,6 @@ class State:
     def crashed(self):
         """Count the attempts cut short by a crash; return their ids."""
         for task_id in self.begun:
-            env = self.pending[task_id]
-            env.attempt += 1
+            env = unpack(self.pending[task_id])
+            self.pending[task_id] = env.replace(attempt=env.attempt + 1).pack()
         return set(self.begun)
