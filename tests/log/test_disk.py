@@ -290,3 +290,24 @@ def test_torn_tail_is_the_end_not_an_error(tmp_path, caplog):
     assert set(pending) == {e.id for e in envs}
     assert "torn tail of 4 bytes" in caplog.text and segment in caplog.text
     assert os.path.getsize(segment) > HEADER_SIZE
+
+
+def test_durable_enqueue_waits_for_a_shared_fsync(tmp_path, make_runtime, monkeypatch):
+    """Group commit: 50 greenlets enqueue with durable=True; a few fsyncs cover them all."""
+    fsyncs = []
+    real = disk._off_hub
+
+    def counting(fn, *args):
+        if fn is os.fsync:
+            fsyncs.append(args)
+        return real(fn, *args)
+    monkeypatch.setattr(disk, "_off_hub", counting)
+    rt = make_runtime(backend="disk", path=tmp_path / "data", fsync_interval=60)
+    before = len(fsyncs)
+    done = []
+    greenlets = [gevent.spawn(lambda i=i: done.append(
+        tasks.record.enqueue(f"durable{i}", delay=3600, durable=True))) for i in range(50)]
+    gevent.joinall(greenlets, timeout=10, raise_error=True)
+    assert len(done) == 50
+    assert 1 <= len(fsyncs) - before < 50
+    assert not rt.log.dirty  # everything written is covered by an fsync
