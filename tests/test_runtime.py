@@ -274,9 +274,9 @@ def test_delayed_tasks_survive_a_restart(make_runtime):
     soon = tasks.record.enqueue("soon", delay=0.05)
     first.stop(timeout=1)
     second = make_runtime(backend=log)
-    assert second.stats()["delayed"] + len(tasks.seen) == 2
-    wait_until(lambda: tasks.seen == ["soon"])
+    wait_until(lambda: tasks.seen == ["soon"])  # once: before or after the restart
     assert [e.id for e in log.pending()] == [tid] and soon != tid
+    assert second.stats()["delayed"] == 1
 
 
 def test_no_warning_when_started_in_a_patched_process():
