@@ -74,6 +74,12 @@ class Dispatcher:
             gevent.killall(left, Shutdown, block=True, timeout=5)
         self._scheduler.kill(block=True, timeout=5)
 
+    def abandon_running(self):
+        """Log every running attempt as interrupted (not counted), for an exit with no drain:
+        a second SIGTERM. The tasks run again on the next start with their retry budget."""
+        for env in list(self.running.values()):
+            self._interrupted(env)
+
     def join(self, timeout=None):
         """Wait until no task is ready or running; True if that happened within ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
