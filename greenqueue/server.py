@@ -183,6 +183,10 @@ class Process:
             self.stop(name)
             return
         logger.warning("%s again: exiting now; unfinished tasks stay in the log", name)
+        try:
+            self.runtime.dispatcher.abandon_running()
+        except Exception:  # noqa: BLE001 - exit regardless; replay will count the attempt
+            logger.exception("could not record the running tasks as interrupted")
         if self.control is not None:
             self.control.stop()
         logging.shutdown()

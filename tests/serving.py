@@ -82,6 +82,11 @@ class Proc:
     def wait(self, timeout=30.0):
         return self.popen.wait(timeout)
 
+    def terminate(self, timeout=30.0):
+        """SIGTERM, then the exit status (a graceful stop returns 0)."""
+        self.signal(signal.SIGTERM)
+        return self.wait(timeout)
+
     def close(self):
         if self.popen.poll() is None:
             self.popen.kill()

@@ -75,8 +75,7 @@ def test_stats_json_reports_what_the_test_did(tmp_path, procs):
     for label in ("memory RSS", "memory USS", "ready", "delayed", "in flight", "processed",
                   "wait p99", "oldest ready task age", str(server.pid)):
         assert label in human.stdout, label
-    server.signal(signal.SIGTERM)
-    assert server.wait(30) == 0
+    assert server.terminate() == 0
 
 
 def test_control_socket_is_private_and_removed_on_exit(tmp_path, procs):
@@ -88,8 +87,7 @@ def test_control_socket_is_private_and_removed_on_exit(tmp_path, procs):
     mode = os.stat(data / name).st_mode
     assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
     assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
-    server.signal(signal.SIGTERM)
-    assert server.wait(30) == 0
+    assert server.terminate() == 0
     assert control_sockets(data) == []
 
 
@@ -129,8 +127,7 @@ def test_offline_stats_count_pending_delayed_and_dead(tmp_path, procs):
     enqueue(server, "soon", 30)
     enqueue(server, "later", 0, delay=3600)
     server.wait_for("report for user soon: started")
-    server.signal(signal.SIGTERM)
-    assert server.wait(30) == 0
+    assert server.terminate() == 0
     report = stats_json(data)
     assert report["processes"] == [] and report["stale"] == []
     log = report["log"]
