@@ -39,8 +39,12 @@ def _truthy(value):
 
 def post_fork(server, worker):
     """Start this worker's runtime (gunicorn calls it in the worker right after the fork)."""
-    from gevent import monkey
-    monkey.patch_all()  # the gevent worker patches only later; the runtime's greenlets need it now
+    if "gevent" not in type(worker).__module__:
+        logger.warning("greenqueue runs tasks in greenlets: serve with `gunicorn -k gevent`; "
+                       "under %s a task's blocking I/O stalls the worker", type(worker).__name__)
+    else:
+        from gevent import monkey
+        monkey.patch_all()  # the gevent worker patches later; the runtime's greenlets need it now
     from ..boot import configure_logging, prepare_data_dir
     from ..control import ControlServer
     from ..metrics import snapshot
