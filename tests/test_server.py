@@ -245,3 +245,41 @@ def test_python_dash_m_greenqueue_is_the_launcher(tmp_path, procs):
     assert proc.get("/").status_code == 200
     assert proc.terminate() == 0
     assert os.path.exists(LAUNCHER)
+
+
+# -- the request-id middleware, in process ---------------------------------------------------------
+
+def test_middleware_keeps_the_id_while_the_body_streams_and_forgets_it_on_close():
+    from greenqueue import log_context
+    from greenqueue.wsgi import ENVIRON_KEY, RequestIdMiddleware
+    seen = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        seen.append(environ[ENVIRON_KEY])
+
+        def body():
+            seen.append(dict(log_context()).get("request_id"))
+            yield b"streamed"
+        return body()
+
+    headers = []
+    result = RequestIdMiddleware(app)({"HTTP_X_REQUEST_ID": "abc"},
+                                      lambda status, h, exc_info=None: headers.extend(h))
+    assert b"".join(result) == b"streamed"
+    result.close()
+    assert seen == ["abc", "abc"]
+    assert ("X-Request-Id", "abc") in headers
+    assert dict(log_context()) == {}   # the next request on a keep-alive greenlet starts clean
+
+
+def test_middleware_leaves_an_id_set_by_the_app_alone():
+    from greenqueue.wsgi import RequestIdMiddleware
+
+    def app(environ, start_response):
+        start_response("200 OK", [("x-request-id", "from-app")])
+        return [b""]
+
+    headers = []
+    RequestIdMiddleware(app)({}, lambda status, h, exc_info=None: headers.extend(h)).close()
+    assert headers == [("x-request-id", "from-app")]
