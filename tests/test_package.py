@@ -139,3 +139,29 @@ def test_console_script_version(tmp_path):
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert greenqueue.__version__ in proc.stdout
+
+
+def test_a_memory_runtime_works_without_monkey_patching(tmp_path):
+    out = run_python("""
+        import time, warnings
+        warnings.simplefilter("error")
+        import gevent, greenqueue
+        ran = []
+
+        @greenqueue.task
+        def note(x):
+            ran.append(x)
+
+        with greenqueue.Runtime(backend="memory", concurrency=2) as rt:
+            note.enqueue(1)
+            note.enqueue(2, delay=0.01)
+            deadline = time.monotonic() + 5
+            while len(ran) < 2 and time.monotonic() < deadline:
+                gevent.sleep(0.001)
+        greenqueue.configure(backend="memory")
+        note.enqueue(3)  # auto-start, unpatched
+        assert greenqueue.current_runtime().join(timeout=5)
+        greenqueue.stop()
+        print(ran)
+    """, tmp_path)
+    assert out.strip() == "[1, 2, 3]"
