@@ -1,6 +1,8 @@
 """Tasks the tests enqueue. Module-level, so the runtime finds them again by import path.
 
-They report into module globals that ``reset()`` clears before and after every test.
+They report into module globals that ``reset()`` clears before and after every test. A test
+defines a task inside itself only when it needs the test's own state or is about tasks that
+are not importable by name (those travel pickled by value).
 """
 import logging
 import time
