@@ -291,3 +291,15 @@ def test_a_gevent_timeout_of_the_task_itself_counts_as_a_failure(rt):
     own_timeout.enqueue()
     (dead,) = wait_dead(rt, timeout=0.5)
     assert dead.error["type"] == "Timeout"
+
+
+@pytest.mark.xfail(strict=True, reason="dispatcher converts the interval with float() outside "
+                   "its try: a ValueError escapes and kills the worker greenlet")
+def test_a_retry_interval_that_is_not_a_number_gives_up(rt):
+    @greenqueue.task(retry_interval=lambda exc, attempt: "soon")
+    def flaky():
+        raise ValueError("original")
+
+    flaky.enqueue()
+    (dead,) = wait_dead(rt, timeout=0.5)
+    assert dead.error["type"] == "ValueError" and dead.attempts == 1
