@@ -174,6 +174,9 @@ class Runtime:
             publish_at = 0.0
             if self.backpressure:
                 self.queue.wait_for_room()
+        elif delay_until is None and (delay.__class__ is int or delay.__class__ is float) \
+                and delay >= 0:
+            publish_at = time.time() + delay  # the common case, without due_time's checks
         else:
             publish_at = due_time(delay, delay_until)
         if priority is None:

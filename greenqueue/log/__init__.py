@@ -75,8 +75,34 @@ class Log:
         return type(self).__name__
 
 
+SHARED_SCHEMES = {"redis": ("redis", "redis", "Redis"), "rediss": ("redis", "redis", "Redis"),
+                  "unix": ("redis", "redis", "Redis"),
+                  "postgresql": ("postgres", "psycopg", "PostgreSQL"),
+                  "postgres": ("postgres", "psycopg", "PostgreSQL")}
+
+
+def check_backend(backend):
+    """Refuse a bad ``backend`` setting without connecting anywhere (Runtime construction).
+
+    A URL names a shared backend; its package is an optional extra, so a missing one is named
+    here, with the pip command, rather than as an ImportError at start."""
+    if isinstance(backend, Log) or backend in ("memory", "disk"):
+        return
+    scheme = backend.split("://", 1)[0].lower() if isinstance(backend, str) else None
+    if scheme not in SHARED_SCHEMES or "://" not in backend:
+        raise ConfigError(f"unknown backend {backend!r}: use 'memory', 'disk', a redis:// or "
+                          f"postgresql:// URL, or a Log instance")
+    extra, package, _ = SHARED_SCHEMES[scheme]
+    import importlib.util
+    if importlib.util.find_spec(package) is None:
+        raise ConfigError(f"backend {scheme}:// needs the {package!r} package: "
+                          f"pip install 'greenqueue[{extra}]'")
+
+
 def open_log(backend, **options):
-    """Build the log named by ``backend`` ("memory", "disk") or return a Log instance as is."""
+    """Build the log named by ``backend`` ("memory", "disk", a Redis or PostgreSQL URL) or
+    return a Log instance as is. Shared backends connect here: an unreachable server is a
+    ConfigError at start, not a surprise at the first enqueue."""
     if isinstance(backend, Log):
         return backend
     if backend == "memory":
@@ -85,4 +111,9 @@ def open_log(backend, **options):
     if backend == "disk":
         from .disk import DiskLog
         return DiskLog(**options)
-    raise ConfigError(f"unknown backend {backend!r}: use 'memory', 'disk' or a Log instance")
+    check_backend(backend)
+    if SHARED_SCHEMES[backend.split("://", 1)[0].lower()][0] == "redis":
+        from .redis import RedisLog
+        return RedisLog(backend, **options)
+    from .postgres import PostgresLog
+    return PostgresLog(backend, **options)

@@ -23,7 +23,6 @@ import gc
 import logging
 import os
 import secrets
-import struct
 import time
 
 import gevent
@@ -36,7 +35,7 @@ from .format import BEGIN, REMOVE, Framer, State, scan, segment_header
 
 logger = logging.getLogger(__name__)
 SUFFIX = ".wal"
-_unpack_double = struct.Struct("<d").unpack_from  # a packed envelope starts with publish_at
+_NOW = bytes(8)  # a packed envelope starts with publish_at; 0.0 (run now) packs to 8 zeros
 COPY_CHUNK = 1000          # envelopes re-encoded per hub slice during rotation (~1 ms)
 
 
@@ -110,7 +109,7 @@ class DiskLog(Log):
         self._prepare_dir()
         adopted = self._adopt()
         self._crashed = self.state.crashed()
-        self.immediate = sum(1 for p in self.pending_.values() if not _unpack_double(p)[0])
+        self.immediate = sum(1 for p in self.pending_.values() if p.startswith(_NOW))
         self._new_segment(max([generation(p) for p in segment_paths(self.path)] or [0]) + 1)
         self.segments[:0] = adopted
         if self._crashed:  # make the counted attempts durable, or the next crash forgets them

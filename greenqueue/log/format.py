@@ -9,7 +9,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from ..envelope import packed_id, unpack
+from ..envelope import FIXED_SIZE, unpack
 
 VERSION = 1
 SEGMENT_MAGIC = b"GQLOG"
@@ -113,12 +113,12 @@ class Scan:
 
 
 def scan(data, secret=None, sink=None):
-    """Feed every intact record of a segment's bytes to ``sink(kind, data, start, end)``.
+    """Feed every intact record of a segment's bytes to ``sink(kind, body, offset)``.
 
     A record is intact when its magic, length and CRC hold (and its MAC, when the segment
     is signed or a secret is set: with a secret, unsigned records are refused). After damage
     the scanner looks for the next record that verifies, so one bad record never hides the
-    ones after it. ``data`` must be ``bytes``; offsets, not slices, keep replay fast.
+    ones after it. ``data`` must be ``bytes``.
     """
     result = Scan(info=read_header(data))
     if result.info is None:
@@ -139,9 +139,9 @@ def scan(data, secret=None, sink=None):
             magic, kind, length, crc = unpack(data, pos)
             body = pos + FRAME_SIZE
             body_end = body + length
-            if (magic == RECORD_MAGIC and kind in KIND_NAMES and body_end <= end
-                    and _crc32(data[body:body_end], kind) == crc):
-                ok = True
+            if magic == RECORD_MAGIC and kind in KIND_NAMES and body_end <= end:
+                chunk = data[body:body_end]   # the one copy replay makes of a record
+                ok = _crc32(chunk, kind) == crc
         if not ok:
             if bad_start is None:
                 bad_start = pos
@@ -153,15 +153,15 @@ def scan(data, secret=None, sink=None):
             bad_start = None
         pos = body_end
         if signed:
-            body_end -= MAC_SIZE
-            if secret is None or not result.info.mac or body_end < body or not hmac.compare_digest(
-                    hmac.digest(secret, bytes((kind,)) + data[body:body_end], "sha256"),
-                    data[body_end:pos]):
+            chunk, mac = chunk[:-MAC_SIZE], chunk[-MAC_SIZE:]
+            if secret is None or not result.info.mac or len(mac) < MAC_SIZE or \
+                    not hmac.compare_digest(hmac.digest(secret, bytes((kind,)) + chunk,
+                                                        "sha256"), mac):
                 result.refused += 1
                 continue
         count += 1
         if sink is not None:
-            sink(kind, data, body, body_end)
+            sink(kind, chunk, pos - FRAME_SIZE - length)
     if bad_start is not None:
         result.damage.append(_damage(data, bad_start, end, True))
     result.records = count
@@ -175,20 +175,20 @@ def _damage(data, start, stop, tail):
     return Damage(start, stop - start, tail, not any(data[start:stop]))
 
 
-def decode_add(data, start=0, end=None):
-    return unpack(data, start, end)
+def decode_add(body):
+    return unpack(body)
 
 
-def decode_ids(data, start=0, end=None):
-    return data[start:end].decode("ascii").split(" ") if end is None or end > start else []
+def decode_ids(body):
+    return body.decode("ascii").split(" ") if body else []
 
 
-def decode_bury(data, start=0, end=None):
-    attempt, id_len = _bury.unpack_from(data, start)
-    start += _bury.size
-    task_id = data[start:start + id_len].decode("ascii")
+def decode_bury(body):
+    attempt, id_len = _bury.unpack_from(body)
+    start = _bury.size
+    task_id = body[start:start + id_len].decode("ascii")
     try:
-        error = json.loads(data[start + id_len:end])
+        error = json.loads(body[start + id_len:])
     except ValueError:
         error = {"type": "?", "message": "unreadable error record", "traceback": ""}
     return task_id, attempt, error
@@ -208,28 +208,28 @@ class State:
         self.dead = {}
         self.counts = dict.fromkeys(KIND_NAMES, 0)   # kind -> records seen
 
-    def apply(self, kind, data, start, end):
-        """Take one record (``data[start:end]`` is its body) into the state."""
+    def apply(self, kind, body, offset=None):
+        """Take one record's body into the state (its offset is for other readers)."""
         self.counts[kind] += 1
-        if kind == ADD:
-            packed = data[start:end]
-            task_id = packed_id(packed)
-            self.pending[task_id] = packed
+        if kind == ADD:  # the body is a packed envelope; its id, read inline: replay's hot spot
+            id_len = body[FIXED_SIZE - 4] | body[FIXED_SIZE - 3] << 8
+            task_id = body[FIXED_SIZE:FIXED_SIZE + id_len].decode("ascii")
+            self.pending[task_id] = body
             if self.begun:
                 self.begun.discard(task_id)
             if self.dead:
                 self.dead.pop(task_id, None)
         elif kind == BEGIN:
             pending = self.pending
-            self.begun.update(i for i in decode_ids(data, start, end) if i in pending)
+            self.begun.update(i for i in decode_ids(body) if i in pending)
         elif kind == REMOVE:
             pending, dead, begun = self.pending, self.dead, self.begun
-            for task_id in decode_ids(data, start, end):
+            for task_id in decode_ids(body):
                 if pending.pop(task_id, None) is None:
                     dead.pop(task_id, None)
                 begun.discard(task_id)
         elif kind == BURY:
-            task_id, attempt, error = decode_bury(data, start, end)
+            task_id, attempt, error = decode_bury(body)
             packed = self.pending.pop(task_id, None)
             env = unpack(packed) if packed is not None else (self.dead.get(task_id) or (None,))[0]
             self.begun.discard(task_id)

@@ -38,7 +38,7 @@ def real_log(tmp_path_factory):
 
 def records(data):
     found = []
-    result = scan(data, None, lambda kind, d, start, end: found.append((kind, start, d[start:end])))
+    result = scan(data, None, lambda kind, body, at: found.append((kind, at + 10, body)))
     return found, result
 
 
