@@ -118,7 +118,7 @@ class Dispatcher:
         while not self.stopping:
             due = queue.next_due()
             queue.delayed_changed.clear()
-            wait = None if due is None else due - time.time()
+            wait = None if due is None else due - queue.now()
             if wait is None or wait > 0:
                 queue.delayed_changed.wait(wait)
             queue.promote_due()
@@ -185,7 +185,7 @@ class Dispatcher:
         if interval is None or interval is False:
             self._bury(env.replace(attempt=attempt), exc)
             return
-        retry = env.replace(attempt=attempt, publish_at=time.time() + float(interval))
+        retry = env.replace(attempt=attempt, publish_at=self.queue.now() + float(interval))
         logger.warning("task %s (%s) failed on attempt %d, retrying in %.1f s: %s: %s",
                        env.name, env.id, attempt, interval, type(exc).__name__, exc)
         self.log.append(retry)

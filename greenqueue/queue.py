@@ -24,7 +24,6 @@ from gevent.timeout import Timeout
 from .envelope import packed_id, packed_priority, unpack
 from .errors import PushTimeout
 
-_time = time.time
 _unpack_head = struct.Struct("<ddi").unpack_from   # publish_at, enqueued_at, priority
 
 
@@ -41,9 +40,12 @@ class TaskQueue:
         self._room = Event()
         self._room.set()
         self.delayed_changed = Event()  # the scheduler's alarm: a new earliest due time
+        # The one clock that decides when a delayed task is due (epoch seconds). Tests swap
+        # in a fake one (greenqueue.testing); read only for delayed tasks, never per ready one.
+        self.now = time.time
 
     def push(self, env):
-        if env.publish_at and env.publish_at > _time():
+        if env.publish_at and env.publish_at > self.now():
             delayed = self.delayed
             if not delayed or env.publish_at < delayed[0][0]:
                 self.delayed_changed.set()
@@ -72,7 +74,7 @@ class TaskQueue:
 
     def extend(self, packed_envelopes):
         """Queue many packed envelopes at once (replay): one heapify, nothing unpacked."""
-        now = _time()
+        now = self.now()
         later = []
         levels = self.levels
         for packed in packed_envelopes:
@@ -97,7 +99,7 @@ class TaskQueue:
 
     def pop(self):
         """The next ready envelope, or None. Promotes due delayed envelopes first."""
-        if self.delayed and self.delayed[0][0] <= _time():
+        if self.delayed and self.delayed[0][0] <= self.now():
             self.promote_due()
         if not self.ready:
             return None
@@ -115,7 +117,7 @@ class TaskQueue:
 
     def promote_due(self):
         """Move every delayed envelope whose time has come to the ready heap."""
-        now = _time()
+        now = self.now()
         delayed = self.delayed
         while delayed and delayed[0][0] <= now:
             self._ready(heappop(delayed)[2])

@@ -123,6 +123,7 @@ class Process:
         self.supervised = listen_fd is not None
         self.parent = os.getppid() if self.supervised else None
         self.stop_reason = None
+        self._signals = 0
         self._stop = Event()
         self.runtime = None
         self.server = None
@@ -177,7 +178,8 @@ class Process:
 
     def _on_signal(self, signum):
         name = signal.Signals(signum).name
-        if self.stop_reason is None:
+        self._signals += 1
+        if self._signals == 1:  # a drain begun by recycling is not a first signal
             logger.info("%s: draining (up to %.0f s); a second signal exits at once", name,
                         self.options.graceful_timeout)
             self.stop(name)
