@@ -15,13 +15,14 @@ import struct
 import time
 from collections import deque
 from heapq import heapify, heappop, heappush
+from itertools import count
 
 from gevent import get_hub
 from gevent.event import Event
 from gevent.hub import Waiter
 from gevent.timeout import Timeout
 
-from .envelope import packed_id, packed_priority, unpack
+from .envelope import packed_priority, unpack
 from .errors import PushTimeout
 
 _unpack_head = struct.Struct("<ddi").unpack_from   # publish_at, enqueued_at, priority
@@ -32,7 +33,8 @@ class TaskQueue:
         self.levels = {}           # priority -> deque of ready envelopes
         self.top = None            # highest priority with ready envelopes
         self.ready = 0             # how many envelopes are ready
-        self.delayed = []          # heap of (publish_at, id, packed envelope): see Envelope.pack
+        self.delayed = []          # heap of (publish_at, seq, packed envelope): see Envelope.pack
+        self._seq = count()        # FIFO among equal due times (ids do not sort by age)
         self._idle = deque()       # Waiters of parked workers
         self.high_water_mark = high_water_mark   # None: no backpressure
         self.low_water_mark = low_water_mark if high_water_mark is not None else -1
@@ -49,7 +51,7 @@ class TaskQueue:
             delayed = self.delayed
             if not delayed or env.publish_at < delayed[0][0]:
                 self.delayed_changed.set()
-            heappush(delayed, (env.publish_at, env.id, env.pack()))
+            heappush(delayed, (env.publish_at, next(self._seq), env.pack()))
             return
         self._ready(env)
         self._check_room()
@@ -80,7 +82,7 @@ class TaskQueue:
         for packed in packed_envelopes:
             publish_at, _, priority = _unpack_head(packed)
             if publish_at and publish_at > now:
-                later.append((publish_at, packed_id(packed), packed))
+                later.append((publish_at, next(self._seq), packed))
                 continue
             level = levels.get(priority)
             if level is None:

@@ -263,6 +263,19 @@ def test_delayed_tasks_run_in_due_order(make_runtime):
     assert runtime.stats()["delayed"] == 0
 
 
+def test_tasks_due_at_the_same_time_run_by_priority_then_fifo(make_runtime):
+    runtime = make_runtime(concurrency=1)
+    occupy_single_worker(runtime)
+    due = time.time() + 0.02
+    for n in range(40):
+        tasks.record.enqueue(n, delay_until=due)
+    tasks.record.enqueue("first", delay_until=due, priority=1)
+    wait_until(lambda: runtime.stats()["ready"] == 41, what="the tasks to come due")
+    tasks.gate.set()
+    assert runtime.join(timeout=2)
+    assert tasks.seen == ["hold", "first", *range(40)]
+
+
 def test_delay_until_aware_datetime(rt):
     started = time.monotonic()
     when = dt.datetime.now(dt.timezone(dt.timedelta(hours=-5))) + dt.timedelta(seconds=0.1)
