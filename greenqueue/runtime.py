@@ -40,12 +40,14 @@ class Runtime:
         ready, until they fall to ``low_water_mark`` (default 80 %), raising PushTimeout after
         ``push_timeout`` seconds.
     fsync_interval, segment_size, secret: disk log settings (see greenqueue/log/FORMAT.md).
+    eager: run each task at once inside ``enqueue``, after a pickle round-trip, and keep
+        nothing (see greenqueue/eager.py); default from ``GREENQUEUE_EAGER=1``. For tests.
     """
 
     def __init__(self, *, backend="disk", path="greenqueue-data", concurrency=100,
                  backpressure=False, high_water_mark=1000, low_water_mark=None,
                  push_timeout=2.0, fsync_interval=0.5, segment_size=2 * 1024 * 1024,
-                 secret=None):
+                 secret=None, eager=None):
         self.backend = backend
         self.path = os.fspath(path)
         self.concurrency = _positive_int("concurrency", concurrency)
@@ -75,6 +77,13 @@ class Runtime:
         self._enqueue_middleware = []
         self._middleware = []
         self.started_at = None
+        if eager is None:
+            eager = os.environ.get("GREENQUEUE_EAGER", "") not in ("", "0")
+        self.eager = _bool("eager", eager)
+        if eager:  # an instance attribute: the normal push stays free of the check
+            from .eager import push_eagerly
+            self.backend = "memory"
+            self.push = push_eagerly.__get__(self)
 
     # -- life cycle ---------------------------------------------------------------------------
 

@@ -63,6 +63,8 @@ class Supervisor:
                     os.getpid(), opts.workers, opts.target, bound_address(self.listener))
         first = self._spawn(0)
         if not self._wait_ready(first):
+            if first.poll() is None:   # hung past READY_TIMEOUT, or stopped by a signal
+                first.terminate()
             status = first.wait()
             logger.error("the first worker exited with status %s before serving; giving up",
                          status)
