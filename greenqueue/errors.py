@@ -33,6 +33,10 @@ class LogCorrupt(GreenqueueError):
     """A record of the log failed its checksum or signature and was set aside."""
 
 
+class DrainTimeout(GreenqueueError, TimeoutError):
+    """``TestRuntime.drain`` gave up: tasks were still ready or running at its timeout."""
+
+
 class DecodeError(GreenqueueError):
     """A logged task can no longer be decoded (its code changed, or it was tampered with)."""
 
