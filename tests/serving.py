@@ -37,12 +37,12 @@ def wait_until(condition, timeout=15.0, interval=0.05, what="condition"):
 class Proc:
     """A subprocess whose stderr+stdout go to a file that the test can search."""
 
-    def __init__(self, argv, log_path, cwd=ROOT, env=None):
+    def __init__(self, argv, log_path, cwd=ROOT, env=None, new_session=False):
         self.log_path = str(log_path)
         self._log = open(self.log_path, "ab")
         full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self.popen = subprocess.Popen(argv, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
-                                      env=full_env)
+                                      env=full_env, start_new_session=new_session)
         self.pid = self.popen.pid
         self.url = None
 
@@ -99,12 +99,12 @@ def greenqueue(*args):
 
 
 def run_server(tmp_path, *args, app="examples.wsgi_app:app", name="server", env=None,
-               data_dir=None):
+               data_dir=None, new_session=False):
     """Start ``greenqueue run`` on a free port; returns a Proc with ``url`` set."""
     data_dir = data_dir or tmp_path / "data"
     argv = greenqueue("run", app, "--bind", "127.0.0.1:0", "--data-dir", data_dir,
                       "--backend", BACKEND, *args)
-    proc = Proc(argv, tmp_path / f"{name}.log", env=env)
+    proc = Proc(argv, tmp_path / f"{name}.log", env=env, new_session=new_session)
     proc.wait_for_url()
     return proc
 

@@ -137,6 +137,23 @@ def test_workers_share_the_port_and_a_killed_worker_is_replaced_and_its_tasks_ru
     assert control_sockets(tmp_path / "data") == [f"control-{victim}.sock"]
 
 
+def test_ctrl_c_at_a_terminal_drains_workers_once(tmp_path, procs):
+    # a terminal sends SIGINT to the whole foreground process group; workers must still get a
+    # single signal (from their supervisor) and drain, not take it as a second one and quit
+    supervisor = run_server(tmp_path, "--workers", "2", "--graceful-timeout", "20",
+                            new_session=True)
+    procs.append(supervisor)
+    parent = psutil.Process(supervisor.pid)
+    wait_until(lambda: len(parent.children()) == 2, what="two workers")
+    task_id = enqueue(supervisor, "ctrl-c", 1).json()["task_id"]
+    supervisor.wait_for(rf"started \(task {task_id},")
+    os.killpg(supervisor.pid, signal.SIGINT)
+    assert supervisor.wait(30) == 0
+    output = supervisor.output()
+    assert f"done (task {task_id})" in output
+    assert "exiting now" not in output
+
+
 def test_max_tasks_recycles_the_worker_without_losing_tasks(tmp_path, procs):
     supervisor = run_server(tmp_path, "--max-tasks", "3", "--graceful-timeout", "2")
     procs.append(supervisor)
