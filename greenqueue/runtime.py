@@ -49,7 +49,10 @@ class Runtime:
                  push_timeout=2.0, fsync_interval=0.5, segment_size=2 * 1024 * 1024,
                  secret=None, eager=None):
         self.backend = backend
-        self.path = os.fspath(path)
+        try:
+            self.path = os.fspath(path)
+        except TypeError:
+            raise ConfigError(f"path must be a str or os.PathLike, not {path!r}") from None
         self.concurrency = _positive_int("concurrency", concurrency)
         self.backpressure = _bool("backpressure", backpressure)
         self.high_water_mark = _positive_int("high_water_mark", high_water_mark)

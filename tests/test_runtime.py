@@ -30,7 +30,7 @@ STATS_KEYS = {"ready", "delayed", "in_flight", "processed", "failed", "retried",
     {"high_water_mark": 10, "low_water_mark": 10}, {"low_water_mark": 0.5},
     {"push_timeout": 0}, {"push_timeout": -1}, {"push_timeout": "2"},
     {"fsync_interval": 0}, {"segment_size": 0}, {"secret": 42},
-    {"backend": "nope"}, {"backend": None}, {"backend": object()},
+    {"backend": "nope"}, {"backend": None}, {"backend": object()}, {"path": 42},
 ])
 def test_invalid_settings_raise_config_error(settings):
     with pytest.raises(greenqueue.ConfigError):
