@@ -187,7 +187,7 @@ class Runtime:
             if self.backpressure:
                 self.queue.wait_for_room()
         elif delay_until is None and (delay.__class__ is int or delay.__class__ is float) \
-                and delay >= 0:
+                and 0 <= delay < 3e9:  # finite (NaN and inf fall through to due_time's errors)
             publish_at = time.time() + delay  # the common case, without due_time's checks
         else:
             publish_at = due_time(delay, delay_until)
