@@ -169,6 +169,16 @@ def test_max_tasks_recycles_the_worker_without_losing_tasks(tmp_path, procs):
         str(first)
 
 
+def test_max_rss_recycles_a_worker_past_the_limit(tmp_path, procs):
+    # no Python process serves under 1 MB: the worker recycles as soon as it checks
+    supervisor = run_server(tmp_path, "--max-rss", "1", "--graceful-timeout", "1")
+    procs.append(supervisor)
+    supervisor.wait_for(r"recycling: RSS \d+ MB is past 1 MB")
+    supervisor.wait_for(r"exited with status 0 \(recycled\); starting a new one")
+    supervisor.wait_for(r"worker 0 started", count=2)
+    assert supervisor.terminate() == 0
+
+
 # -- start-up errors ----------------------------------------------------------------------------
 
 def start_fails(tmp_path, *args, cwd=ROOT):

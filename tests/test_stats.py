@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 import stat
+import time
 import subprocess
 
 import pytest
@@ -171,3 +172,47 @@ def test_query_all_handles_a_socket_that_answers_nonsense(tmp_path):
         listener.close()
     assert (live, stale, unresponsive) == ([], [], [4194001])
     assert control_sockets(data) == ["control-4194001.sock"]
+
+
+# -- the rolling figures, in process ---------------------------------------------------------------
+
+class _Counters:
+    enqueued = processed = failed = 0
+
+
+class _Started:
+    """What sample_wait reads of a task: its due time (0: none) and its enqueue time."""
+
+    def __init__(self, publish_at, enqueued_at):
+        self.publish_at = publish_at
+        self.enqueued_at = enqueued_at
+
+
+def test_rates_come_from_counter_deltas_over_the_window():
+    from greenqueue.metrics import Metrics
+    metrics = Metrics()
+    metrics.counters = counters = _Counters()
+    metrics._tick_counters()
+    first = metrics.ticks[-1][0]
+    counters.enqueued, counters.processed, counters.failed = 300, 200, 100
+    wait_until(lambda: metrics.rates()[0] > 0 and time.monotonic() - first > 0.1)
+    enqueue_rate, process_rate, cpu = metrics.rates()
+    span = time.monotonic() - first
+    assert 300 / (span + 0.05) < enqueue_rate <= 300 / (span - 0.05)
+    assert process_rate == pytest.approx(enqueue_rate)   # processed + failed
+    assert cpu >= 0
+
+
+def test_wait_percentiles_cover_the_last_minute_only():
+    from greenqueue.metrics import WAIT_WINDOW, Metrics
+    metrics = Metrics()
+    assert metrics.wait_percentiles() == (None, None, 0)
+    now = time.time()
+    metrics.waits.append((now - WAIT_WINDOW - 5, 999.0))          # too old to count
+    for n in range(1, 101):
+        metrics.waits.append((now, n / 100))
+    p50, p99, samples = metrics.wait_percentiles()
+    assert samples == 100 and p50 == pytest.approx(0.51) and p99 == pytest.approx(1.0)
+    metrics.sample_due = True
+    metrics.sample_wait(_Started(publish_at=0.0, enqueued_at=time.time() - 2))
+    assert metrics.sample_due is False and 2 <= metrics.waits[-1][1] < 3
