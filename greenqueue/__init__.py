@@ -6,6 +6,7 @@ run``, or on the first ``enqueue``.
 """
 from .context import RequestIdFilter, current, log_context
 from .envelope import Envelope
+from .errors import DrainTimeout
 from .errors import (ConfigError, DecodeError, GreenqueueError, LogCorrupt, LogWriteError,
                      PushTimeout, SerializationError, Shutdown, TaskError, TaskTimeout)
 from .log import DeadTask, Log
@@ -26,4 +27,5 @@ __all__ = [
     # errors
     "GreenqueueError", "ConfigError", "TaskError", "SerializationError", "PushTimeout",
     "TaskTimeout", "LogWriteError", "LogCorrupt", "DecodeError", "Shutdown",
+    "DrainTimeout",
 ]
