@@ -136,7 +136,7 @@ class Important(greenqueue.Task):
 
 
 class GiveUp(greenqueue.Task):
-    """retry_interval returns whatever ``runs['answer']`` says."""
+    """Always fails; ``retry_interval`` records its arguments and returns ``answer``."""
 
     max_retries = 5
     answer = None
