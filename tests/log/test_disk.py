@@ -311,3 +311,27 @@ def test_durable_enqueue_waits_for_a_shared_fsync(tmp_path, make_runtime, monkey
     assert len(done) == 50
     assert 1 <= len(fsyncs) - before < 50
     assert not rt.log.dirty  # everything written is covered by an fsync
+
+
+def test_rotation_copies_each_pending_task_once(tmp_path):
+    from greenqueue.log.inspect import summarize
+    path = tmp_path / "data"
+    log = DiskLog(path, segment_size=1 << 20)
+    a, b, c = envelope(publish_at=4e9), envelope(publish_at=4e9), envelope()
+    for env in (a, b, c):
+        log.append(env)
+    retried = a.replace(attempt=1, publish_at=4.5e9)
+    log.append(retried)
+    log.append(retried.replace(attempt=2))
+    log.remove(c.id)
+    log.begin([b])
+    gevent.spawn(log._rotate).join()
+    (segment,) = segment_paths(path)
+    report = summarize(segment)
+    assert report["records"]["add"] == 2 and report["records"]["begin"] == 1
+    log._flusher.kill()
+    for _, fd in log.segments:
+        os.close(fd)
+    pending, _, crashed = reopen(path)
+    assert set(pending) == {a.id, b.id} and crashed == {b.id}
+    assert pending[a.id].attempt == 2 and pending[a.id].publish_at == 4.5e9
