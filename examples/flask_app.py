@@ -1,7 +1,7 @@
 """A small Flask app whose endpoint enqueues a slow task and answers at once.
 
     pip install -e '.[examples]'
-    greenqueue run examples.flask_app:app            # or the factory: examples.flask_app:create_app()
+    greenqueue run examples.flask_app:app      # or the factory: 'examples.flask_app:create_app()'
     curl -i -X POST http://127.0.0.1:8000/users/7/report
 
 The response carries ``X-Request-Id``; the task's log lines carry the same id.

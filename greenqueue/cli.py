@@ -43,7 +43,8 @@ def _data_dir_option(fn):
 @_option("-c", "--concurrency", env="CONCURRENCY", default=100, type=click.IntRange(min=1),
          help="Task worker greenlets per process (tasks running at once).")
 @_option("--fsync-interval", env="FSYNC_INTERVAL", default=0.5,
-         type=click.FloatRange(min=0, min_open=True), help="Seconds between batched fsyncs of the log.")
+         type=click.FloatRange(min=0, min_open=True),
+         help="Seconds between batched fsyncs of the log.")
 @_option("--backpressure/--no-backpressure", env="BACKPRESSURE", default=False,
          help="Block enqueue while too many tasks are ready (PushTimeout after 2 s).")
 @_option("--log-level", env="LOG_LEVEL", default="info",

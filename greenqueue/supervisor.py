@@ -2,8 +2,8 @@
 
 Duties:
 - check the data directory and bind the listening socket once, then start N workers (fresh
-  interpreters running the hidden ``greenqueue _worker`` command) that inherit the socket and share it; each
-  worker owns its own log segment in the data directory;
+  interpreters running the hidden ``greenqueue _worker`` command) that inherit the socket and
+  share it; each worker owns its own log segment in the data directory;
 - start the first worker alone and wait until it serves, so a bad target or a broken app is
   reported once, not N times, and the supervisor exits with that worker's status;
 - when a worker dies (crash, ``kill -9``, recycling by ``--max-rss``/``--max-tasks``), start a

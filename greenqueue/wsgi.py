@@ -3,7 +3,8 @@
 Duties:
 - take ``X-Request-Id`` from the request when it is sane (printable, at most 200 characters),
   else make one (32 hex characters);
-- return it in the ``X-Request-Id`` response header and put it in ``environ["greenqueue.request_id"]``;
+- return it in the ``X-Request-Id`` response header and put it in
+  ``environ["greenqueue.request_id"]``;
 - make it the log context (:class:`greenqueue.log_context`) while the app runs *and* while the
   server iterates the response, so that the app's log lines and every task enqueued during the
   request log with the same id (through :class:`greenqueue.RequestIdFilter`).
