@@ -7,6 +7,7 @@ record of its segment may look torn; that is reported like any tail.
 import os
 import time
 
+from ..envelope import packed_publish_at
 from .disk import segment_paths
 from .format import KIND_NAMES, State, scan
 
@@ -41,7 +42,7 @@ def summarize(path, secret=None):
         })
     now = time.time()
     pending = list(state.pending.values())
-    delayed = sum(1 for env in pending if env.publish_at > now)
+    delayed = sum(1 for packed in pending if packed_publish_at(packed) > now)
     return {
         "path": os.path.abspath(path),
         "segments": segments,
