@@ -126,7 +126,10 @@ def stats(data_dir, as_json, watch):
         sys.exit(1)
 
 
-# Further command groups are attached here, e.g. cli.add_command(log_group).
+# Further command groups are attached here.
+from .cli_log import log_group  # noqa: E402
+
+cli.add_command(log_group)
 
 
 def main():
