@@ -7,8 +7,8 @@ run``, or on the first ``enqueue``.
 from .context import RequestIdFilter, current, log_context
 from .envelope import Envelope
 from .errors import DrainTimeout
-from .errors import (ConfigError, DecodeError, GreenqueueError, LogCorrupt, LogWriteError,
-                     PushTimeout, SerializationError, Shutdown, TaskError, TaskTimeout)
+from .errors import (BackendUnavailable, ConfigError, DecodeError, GreenqueueError, LogCorrupt,
+                     LogWriteError, PushTimeout, SerializationError, Shutdown, TaskError, TaskTimeout)
 from .log import DeadTask, Log
 from .runtime import Runtime, configure, current_runtime, start, stop
 from .task import Task, task, wrap
@@ -28,4 +28,5 @@ __all__ = [
     "GreenqueueError", "ConfigError", "TaskError", "SerializationError", "PushTimeout",
     "TaskTimeout", "LogWriteError", "LogCorrupt", "DecodeError", "Shutdown",
     "DrainTimeout",
+    "BackendUnavailable",
 ]

@@ -33,6 +33,14 @@ class LogCorrupt(GreenqueueError):
     """A record of the log failed its checksum or signature and was set aside."""
 
 
+class BackendUnavailable(GreenqueueError, ConnectionError):
+    """A shared backend (Redis, PostgreSQL) stayed unreachable through a short bounded retry.
+
+    Raised by ``enqueue`` so that a task is never dropped silently: the caller decides whether
+    to fail the request, fall back, or try again later.
+    """
+
+
 class DrainTimeout(GreenqueueError, TimeoutError):
     """``TestRuntime.drain`` gave up: tasks were still ready or running at its timeout."""
 

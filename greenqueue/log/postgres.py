@@ -1,0 +1,234 @@
+"""The PostgreSQL backend: one table shared by every process that names the same database.
+
+The layout and its migrations live in ``pg_schema.py``; a schema that is absent is created at
+start (``greenqueue db migrate --backend URL`` does the same ahead of a deploy). Choose the
+schema with ``?schema=name`` in the URL (default ``public``).
+
+- enqueue is one statement: an upsert, with ``pg_notify`` in the same statement when the
+  task is due now, so an idle fetcher (blocked in LISTEN on its own connection) wakes up;
+- a claim is one statement: ``UPDATE ... WHERE id IN (SELECT ... ORDER BY priority DESC,
+  due_at LIMIT n FOR UPDATE SKIP LOCKED) RETURNING``: many processes take disjoint batches
+  without waiting on each other's row locks;
+- leases that ran out are taken back (attempt counted, ``crashed`` set) at most every
+  ``lease / 4`` seconds, under SKIP LOCKED as well;
+- acknowledgements from the outbox (see shared.py): one DELETE for a run of removes.
+
+Times are epoch seconds; leases use the database server's clock, so the hosts' clocks need not
+agree. Every write is committed before the call returns: what PostgreSQL acknowledged, it keeps.
+"""
+import json
+import os
+import socket
+import struct
+import time
+import urllib.parse
+from secrets import token_hex
+
+from ..errors import ConfigError
+from . import DeadTask
+from . import pg_schema
+from .shared import SharedLog
+from ..envelope import unpack
+
+try:
+    import psycopg
+    from psycopg import conninfo as _conninfo
+except ImportError as exc:
+    raise ConfigError("the PostgreSQL backend needs psycopg 3: "
+                      "pip install 'greenqueue[postgres]'") from exc
+
+NOW = "extract(epoch from clock_timestamp())"
+_attempt = struct.Struct("<I")
+ATTEMPT_AT = 20            # byte offset of ``attempt`` in a packed envelope (see envelope.py)
+
+
+def parse_url(url):
+    """(libpq conninfo without our own options, schema, where-for-messages)."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qs(parts.query)
+    schema = pg_schema.check_name(query.pop("schema", ["public"])[-1])
+    plain = urllib.parse.urlunsplit(parts._replace(
+        query=urllib.parse.urlencode(query, doseq=True)))
+    try:
+        _conninfo.conninfo_to_dict(plain)
+        port = parts.port
+    except (psycopg.Error, ValueError) as exc:
+        raise ConfigError(f"malformed PostgreSQL URL: {exc}") from exc
+    where = f"{parts.hostname or 'localhost'}{f':{port}' if port else ''}{parts.path}"
+    return plain, schema, where
+
+
+def connect(conninfo, where):
+    try:
+        return psycopg.connect(conninfo, autocommit=True, connect_timeout=3)
+    except psycopg.Error as exc:
+        raise ConfigError(f"cannot reach PostgreSQL at {where}: {exc}".strip()) from exc
+
+
+class PostgresLog(SharedLog):
+    connection_errors = (psycopg.OperationalError, psycopg.InterfaceError)
+
+    def __init__(self, url, lease=30.0, retry_for=1.0, **_ignored):
+        super().__init__(url, lease, retry_for)
+        self.conninfo, self.schema, self.where = parse_url(url)
+        self.table = f'"{self.schema}".greenqueue_tasks'
+        self.channel = f"greenqueue_{self.schema}"
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{token_hex(4)}"
+        self.conn = connect(self.conninfo, self.where)     # enqueue, acks, reads
+        self.claim_conn = None                              # the fetcher's, made on first use
+        self.listen_conn = None
+        if pg_schema.current_version(self.conn, self.schema) < pg_schema.VERSION:
+            pg_schema.migrate(self.conn, self.schema)
+        self._reclaim_at = 0.0
+        self.next_change = None
+        t = self.table
+        self._sql_append = (
+            f"WITH up AS (INSERT INTO {t} (id, state, priority, due_at, envelope) "
+            f"VALUES (%s, 0, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET state = 0, "
+            f"priority = EXCLUDED.priority, due_at = EXCLUDED.due_at, owner = NULL, "
+            f"lease_until = NULL, crashed = false, envelope = EXCLUDED.envelope, error = NULL "
+            f"RETURNING 1) SELECT pg_notify(%s, '') FROM up WHERE %s")
+        self._sql_bury = (
+            f"INSERT INTO {t} (id, state, priority, due_at, envelope, error) "
+            f"VALUES (%s, 2, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET state = 2, "
+            f"owner = NULL, lease_until = NULL, crashed = false, envelope = EXCLUDED.envelope, "
+            f"error = EXCLUDED.error")
+        self._sql_claim = (
+            f"UPDATE {t} SET state = 1, owner = %s, lease_until = {NOW} + %s "
+            f"WHERE id IN (SELECT id FROM {t} WHERE state = 0 AND due_at <= {NOW} "
+            f"ORDER BY priority DESC, due_at LIMIT %s FOR UPDATE SKIP LOCKED) "
+            f"RETURNING envelope, crashed")
+        self._start_helpers()
+
+    def describe(self):
+        return f"PostgreSQL at {self.where} (schema {self.schema!r})"
+
+    # -- SharedLog's server half ---------------------------------------------------------------
+
+    def _send(self, ops, env):
+        if ops:
+            with self.conn.transaction():
+                self._apply(ops)
+                if env is not None:
+                    self._append(env)
+        elif env is not None:
+            self._append(env)
+
+    def _append(self, env):
+        due = env.publish_at or env.enqueued_at
+        self.conn.execute(self._sql_append, (env.id, env.priority, due, env.pack(),
+                                             self.channel, not env.publish_at))
+
+    def _apply(self, ops):
+        """Runs of removes become one DELETE; burials one upsert each, in call order."""
+        removes = []
+        for op in ops + [("end",)]:
+            if op[0] == "remove":
+                removes.append(op[1])
+                continue
+            if removes:
+                self.conn.execute(f"DELETE FROM {self.table} WHERE id = ANY(%s)", [removes])
+                removes = []
+            if op[0] == "bury":
+                env, error = op[1], op[2]
+                self.conn.execute(self._sql_bury, (env.id, env.priority, env.publish_at,
+                                                   env.pack(), json.dumps(error)))
+
+    def _claim(self, limit):
+        conn = self.claim_conn
+        if conn is None or conn.closed:
+            conn = self.claim_conn = connect(self.conninfo, self.where)
+        if time.monotonic() >= self._reclaim_at:
+            self._reclaim(conn)
+            self._reclaim_at = time.monotonic() + self.lease / 4
+        rows = conn.execute(self._sql_claim, (self.owner, self.lease, limit)).fetchall()
+        if not rows:
+            self.next_change = self._next_change(conn)
+        return rows
+
+    def _reclaim(self, conn):
+        """Take back tasks whose lease ran out: count the attempt, mark them crashed."""
+        with conn.transaction():
+            rows = conn.execute(
+                f"SELECT id, envelope FROM {self.table} WHERE state = 1 AND lease_until < {NOW} "
+                f"LIMIT 1000 FOR UPDATE SKIP LOCKED").fetchall()
+            if rows:
+                ids, envs = [r[0] for r in rows], [_count_attempt(r[1]) for r in rows]
+                conn.execute(
+                    f"UPDATE {self.table} t SET state = 0, owner = NULL, lease_until = NULL, "
+                    f"crashed = true, envelope = v.envelope FROM unnest(%s::text[], "
+                    f"%s::bytea[]) AS v(id, envelope) WHERE t.id = v.id", (ids, envs))
+
+    def _next_change(self, conn):
+        """Seconds until the next delayed task is due or the next lease runs out."""
+        row = conn.execute(
+            f"SELECT least((SELECT min(due_at) FROM {self.table} WHERE state = 0), "
+            f"(SELECT min(lease_until) FROM {self.table} WHERE state = 1)) - {NOW}").fetchone()
+        return row[0]
+
+    def _renew(self, ids):
+        rows = self.conn.execute(
+            f"UPDATE {self.table} SET lease_until = {NOW} + %s "
+            f"WHERE id = ANY(%s) AND owner = %s AND state = 1 RETURNING id",
+            (self.lease, ids, self.owner)).fetchall()
+        kept = {r[0] for r in rows}
+        return [task_id for task_id in ids if task_id not in kept]
+
+    def wait(self, timeout):
+        """Block in LISTEN (its own connection) until a NOTIFY or ``timeout``."""
+        conn = self.listen_conn
+        if conn is None or conn.closed:
+            conn = self.listen_conn = connect(self.conninfo, self.where)
+            conn.execute(f'LISTEN "{self.channel}"')
+        try:
+            for _ in conn.notifies(timeout=max(0.0, timeout), stop_after=1):
+                break
+        except TypeError:  # psycopg < 3.2: no timeout; wait for the socket, then read
+            import gevent.select
+            if not conn._notify_handlers:
+                conn.add_notify_handler(lambda _: None)  # read notifications, keep none
+            if gevent.select.select([conn.fileno()], [], [], timeout)[0]:
+                conn.execute("SELECT 1")
+
+    def _reconnect(self):
+        for name in ("claim_conn", "listen_conn"):
+            conn = getattr(self, name)
+            if conn is not None and conn.broken:
+                conn.close()
+                setattr(self, name, None)
+        if self.conn.broken or self.conn.closed:
+            try:
+                self.conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=2)
+            except psycopg.Error:
+                pass  # the next try raises the connection error and counts against retry_for
+
+    def _close(self):
+        for conn in (self.conn, self.claim_conn, self.listen_conn):
+            if conn is not None:
+                conn.close()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def pending(self):
+        self.flush()
+        rows = self._retrying("read", self._read, "envelope", "state < 2")
+        return [unpack(r[0]) for r in rows]
+
+    def dead(self):
+        self.flush()
+        rows = self._retrying("read", self._read, "envelope, error", "state = 2")
+        return [DeadTask(unpack(r[0]), r[1]) for r in rows]
+
+    def _read(self, columns, where):
+        return self.conn.execute(f"SELECT {columns} FROM {self.table} WHERE {where}").fetchall()
+
+    def drop_all(self):
+        """Delete every task of this schema (tests, and starting over)."""
+        self.conn.execute(f"DELETE FROM {self.table}")
+
+
+def _count_attempt(packed):
+    """The packed envelope with ``attempt`` one higher: a crash cut that attempt short."""
+    packed = bytes(packed)
+    (attempt,) = _attempt.unpack_from(packed, ATTEMPT_AT)
+    return packed[:ATTEMPT_AT] + _attempt.pack(attempt + 1) + packed[ATTEMPT_AT + 4:]

@@ -1,0 +1,252 @@
+"""The Redis backend: one log (and queue) shared by every process that names the same URL.
+
+Keys, all under one hash tag ``{prefix}`` (default ``greenqueue``; ``?prefix=`` in the URL) so
+that a Redis Cluster keeps them on one slot and the scripts stay atomic:
+
+- ``tasks``   hash  id -> packed envelope (Envelope.pack): the truth about a pending task;
+- ``ready``   zset  id by ``-priority * 2**32 + seq``: ZPOPMIN gives the highest priority,
+  then the oldest (seq is a counter taken mod 2**32: FIFO holds within 4 billion tasks);
+- ``delayed`` zset  id by due time (epoch seconds), moved to ``ready`` when due;
+- ``claimed`` zset  id by lease deadline (server clock), ``owner`` hash id -> claimer;
+- ``crashed`` set   ids whose lease ran out: the attempt was counted (its packed ``attempt``
+  field was bumped in place) and the next claimer checks it against ``max_retries``;
+- ``dead`` / ``errors`` hashes: the dead set (packed envelope, error as JSON);
+- ``wake``    list  one token when work may be waiting: idle fetchers BLPOP it, so they block
+  on the server instead of polling, and the claimer that leaves work behind passes it on.
+
+Every move between these keys is one Lua script (registered once; EVALSHA afterwards), so a
+crash between two commands cannot lose a task or run it twice. Time comes from the server
+(``TIME``) so that the hosts' clocks do not have to agree for leases. Durability is Redis's:
+with ``appendonly yes`` (fsync every second) an acknowledged enqueue survives a server crash
+but the last second; without AOF, a server restart loses everything.
+"""
+import json
+import os
+import socket
+import urllib.parse
+from secrets import token_hex
+
+from ..errors import ConfigError
+from . import DeadTask
+from .shared import MAX_BATCH, SharedLog
+from ..envelope import unpack
+
+try:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+except ImportError as exc:  # check_backend names the extra first; this is the fallback
+    raise ConfigError("the Redis backend needs redis-py: pip install 'greenqueue[redis]'"
+                      ) from exc
+
+KEYS = ("tasks", "ready", "delayed", "claimed", "owner", "crashed", "dead", "errors", "seq",
+        "wake")
+
+_PRELUDE = """
+local tasks, ready, delayed, claimed, owner, crashed, dead, errors, seq, wake = unpack(KEYS)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local function to_ready(id, priority)
+  local n = redis.call('INCR', seq) % 4294967296
+  redis.call('ZADD', ready, -priority * 4294967296 + n, id)
+end
+local function forget(id)
+  redis.call('ZREM', ready, id); redis.call('ZREM', delayed, id)
+  redis.call('ZREM', claimed, id); redis.call('HDEL', owner, id); redis.call('SREM', crashed, id)
+end
+"""
+
+# ARGV: a flat list of operations, applied in order:
+#   R id | B id packed error_json | A id packed due_at priority
+SEND = _PRELUDE + """
+local i, woke = 1, false
+while i <= #ARGV do
+  local op, id = ARGV[i], ARGV[i + 1]
+  forget(id)
+  if op == 'R' then
+    redis.call('HDEL', tasks, id); redis.call('HDEL', dead, id); redis.call('HDEL', errors, id)
+    i = i + 2
+  elseif op == 'B' then
+    redis.call('HDEL', tasks, id)
+    redis.call('HSET', dead, id, ARGV[i + 2]); redis.call('HSET', errors, id, ARGV[i + 3])
+    i = i + 4
+  else
+    redis.call('HDEL', dead, id); redis.call('HDEL', errors, id)
+    redis.call('HSET', tasks, id, ARGV[i + 2])
+    local due = tonumber(ARGV[i + 3])
+    if due > now then
+      local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+      if first[2] == nil or due < tonumber(first[2]) then woke = true end
+      redis.call('ZADD', delayed, due, id)
+    else
+      to_ready(id, tonumber(ARGV[i + 4]))
+      woke = true
+    end
+    i = i + 5
+  end
+end
+if woke and redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+return 1
+"""
+
+# ARGV: limit, owner, lease. Returns {packed, crashed, packed, crashed, ...}, seconds until
+# the next delayed task is due or the next lease runs out ('' if none).
+CLAIM = _PRELUDE + """
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', claimed, '-inf', now, 'LIMIT', 0, 1000)) do
+  redis.call('ZREM', claimed, id); redis.call('HDEL', owner, id)
+  local env = redis.call('HGET', tasks, id)
+  if env then
+    local attempt = struct.unpack('<I4', env, 21)
+    env = string.sub(env, 1, 20) .. struct.pack('<I4', attempt + 1) .. string.sub(env, 25)
+    redis.call('HSET', tasks, id, env); redis.call('SADD', crashed, id)
+    to_ready(id, struct.unpack('<i4', env, 17))
+  end
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)) do
+  redis.call('ZREM', delayed, id)
+  local env = redis.call('HGET', tasks, id)
+  if env then to_ready(id, struct.unpack('<i4', env, 17)) end
+end
+local out, limit = {}, tonumber(ARGV[1])
+if limit > 0 then
+  local popped = redis.call('ZPOPMIN', ready, limit)
+  local deadline = now + tonumber(ARGV[3])
+  for j = 1, #popped, 2 do
+    local id = popped[j]
+    local env = redis.call('HGET', tasks, id)
+    if env then
+      redis.call('ZADD', claimed, deadline, id); redis.call('HSET', owner, id, ARGV[2])
+      out[#out + 1] = env; out[#out + 1] = redis.call('SISMEMBER', crashed, id)
+    end
+  end
+end
+if redis.call('ZCARD', ready) > 0 and redis.call('LLEN', wake) == 0 then
+  redis.call('RPUSH', wake, 1)
+end
+local soonest = nil
+for _, key in ipairs({delayed, claimed}) do
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if first[2] and (soonest == nil or tonumber(first[2]) < soonest) then
+    soonest = tonumber(first[2])
+  end
+end
+return {out, soonest and tostring(soonest - now) or ''}
+"""
+
+# KEYS: claimed, owner. ARGV: owner, lease, ids... Returns the ids no longer ours.
+RENEW = """
+local t = redis.call('TIME')
+local deadline = tonumber(t[1]) + tonumber(t[2]) / 1e6 + tonumber(ARGV[2])
+local lost = {}
+for i = 3, #ARGV do
+  if redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[1] then
+    redis.call('ZADD', KEYS[1], 'XX', deadline, ARGV[i])
+  else
+    lost[#lost + 1] = ARGV[i]
+  end
+end
+return lost
+"""
+
+
+class RedisLog(SharedLog):
+    connection_errors = (redis.ConnectionError, redis.TimeoutError)
+
+    def __init__(self, url, lease=30.0, retry_for=1.0, **_ignored):
+        super().__init__(url, lease, retry_for)
+        parts = urllib.parse.urlsplit(url)
+        query = urllib.parse.parse_qs(parts.query)
+        prefix = query.pop("prefix", ["greenqueue"])[-1]
+        plain_url = urllib.parse.urlunsplit(parts._replace(
+            query=urllib.parse.urlencode(query, doseq=True)))
+        self.where = f"{parts.scheme}://{parts.hostname or ''}" + (
+            f":{parts.port}" if parts.scheme != "unix" and parts.port else "") + parts.path
+        self.prefix = prefix
+        self.keys = [f"{{{prefix}}}:{name}" for name in KEYS]
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{token_hex(4)}"
+        options = dict(socket_connect_timeout=2.0, socket_timeout=5.0,
+                       retry=Retry(NoBackoff(), 0), health_check_interval=30)
+        try:
+            self.client = redis.Redis.from_url(plain_url, **options)
+            # BLPOP holds its connection for up to a second: a client of its own, so that a
+            # waiting fetcher never takes a connection an enqueue needs
+            self.blocking = redis.Redis.from_url(plain_url, **options)
+        except ValueError as exc:
+            raise ConfigError(f"malformed Redis URL {self.where!r}: {exc}") from exc
+        try:
+            self.client.ping()
+        except (redis.RedisError, OSError) as exc:
+            self._close()
+            raise ConfigError(f"cannot reach Redis at {self.where}: {exc}") from exc
+        self._send_script = self.client.register_script(SEND)
+        self._claim_script = self.client.register_script(CLAIM)
+        self._renew_script = self.client.register_script(RENEW)
+        self.next_change = None   # seconds until a delayed task is due or a lease runs out
+        self._start_helpers()
+
+    def describe(self):
+        return f"Redis at {self.where} (prefix {self.prefix!r})"
+
+    # -- SharedLog's server half ---------------------------------------------------------------
+
+    def _send(self, ops, env):
+        chunks, args = [], []
+        for op in ops:
+            if op[0] == "remove":
+                args += ("R", op[1])
+            else:
+                args += ("B", op[1].id, op[1].pack(), json.dumps(op[2]))
+            if len(args) >= 2 * MAX_BATCH:  # keep one script call short: Redis waits for it
+                chunks.append(args)
+                args = []
+        if env is not None:
+            args += ("A", env.id, env.pack(), repr(env.publish_at), env.priority)
+        if not chunks:
+            return self._send_script(self.keys, args)
+        pipe = self.client.pipeline(transaction=False)
+        for chunk in chunks + [args]:
+            self._send_script(self.keys, chunk, client=pipe)
+        return pipe.execute()
+
+    def _claim(self, limit):
+        claimed, soonest = self._claim_script(self.keys, [limit, self.owner, self.lease])
+        self.next_change = float(soonest) if soonest else None
+        return [(claimed[i], claimed[i + 1]) for i in range(0, len(claimed), 2)]
+
+    def _renew(self, ids):
+        lost = self._renew_script(self.keys[3:5], [self.owner, self.lease, *ids])
+        return [task_id.decode() for task_id in lost]
+
+    def wait(self, timeout):
+        """Block on the server (BLPOP on the wake list) until work may be there."""
+        self.blocking.blpop([self.keys[-1]], timeout=max(0.01, timeout))
+
+    def _reconnect(self):
+        for client in (self.client, self.blocking):
+            client.connection_pool.reset()
+
+    def _close(self):
+        for client in (self.client, getattr(self, "blocking", None)):
+            if client is not None:
+                client.close()
+                client.connection_pool.disconnect()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def pending(self):
+        self.flush()
+        return [unpack(packed) for packed in self._retrying("read", self.client.hvals,
+                                                             self.keys[0])]
+
+    def dead(self):
+        self.flush()
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hgetall(self.keys[6])
+        pipe.hgetall(self.keys[7])
+        envs, errors = self._retrying("read", pipe.execute)
+        return [DeadTask(unpack(packed), json.loads(errors.get(task_id, b"{}")))
+                for task_id, packed in envs.items()]
+
+    def drop_all(self):
+        """Delete every key of this prefix (tests, and ``greenqueue`` users starting over)."""
+        self.client.delete(*self.keys)

@@ -1,0 +1,202 @@
+"""What the shared backends (Redis, PostgreSQL) have in common: claims, leases, batched acks.
+
+A shared log is the queue of many processes, not the memory of one. Beyond the contract in
+``log/__init__.py`` it offers:
+
+- ``shared = True``: the runtime then enqueues into the log only (not into its local queue),
+  and a fetcher (``greenqueue/fetcher.py``) feeds the local dispatcher from ``claim()``;
+- ``claim(limit)``: up to ``limit`` due tasks, taken in one round trip under a lease of
+  ``lease`` seconds, as ``[(envelope, crashed)]``. ``crashed`` says that a lease ran out under
+  an earlier claimer (a process died or stalled): that attempt is already counted in
+  ``envelope.attempt``, as the disk log counts an attempt a crash cut short;
+- ``wait(timeout)``: block on the server until work may have arrived, at most ``timeout``;
+- ``begin()`` does nothing: the claim is the durable record that an attempt started.
+
+This base class owns the parts that do not depend on the server:
+
+- ``remove`` and ``bury`` go to an outbox that one flusher greenlet sends in one round trip
+  (acknowledging a hundred tasks costs one round trip, not a hundred). A write that must be
+  synchronous (``append``) carries the outbox with it, and every read flushes first, so a
+  process reads its own writes, in order. A crash before a flush runs those tasks again:
+  at-least-once, as the disk log's batched removes;
+- a renewer greenlet extends the leases of the tasks this process holds every ``lease / 3``
+  seconds. A lease found lost (the process stalled past it, and another may run the task
+  too) is logged and counted in ``lease_lost``;
+- ``append`` retries a lost connection for ``retry_for`` seconds (short and bounded), then
+  raises BackendUnavailable: an enqueue never drops a task silently.
+
+Hub-only, like the rest of the runtime; subclasses do their I/O through gevent-cooperative
+clients (redis-py on patched sockets, psycopg >= 3.1.14).
+"""
+import logging
+import time
+
+import gevent
+from gevent.event import Event
+from gevent.lock import Semaphore
+
+from ..envelope import unpack
+from ..errors import BackendUnavailable, ConfigError
+from . import Log
+
+logger = logging.getLogger(__name__)
+MAX_BATCH = 1000          # ids per round trip: keeps one script call or statement small
+
+
+class SharedLog(Log):
+    shared = True
+    connection_errors = ()     # the client library's "server went away" exceptions
+
+    def __init__(self, url, lease=30.0, retry_for=1.0, **_ignored):
+        if not lease > 0:
+            raise ConfigError(f"lease must be a positive number of seconds, not {lease!r}")
+        self.url = url
+        self.lease = float(lease)
+        self.retry_for = retry_for
+        self.lease_lost = 0
+        self._held = {}             # task id -> None: claimed here, not yet settled on the server
+        self._outbox = []           # ("remove", id) / ("bury", envelope, error), in call order
+        self._sending = Semaphore()  # one outbox in flight at a time: order on the server
+        self._kick = Event()
+        self._closed = False
+        self._greenlets = []
+
+    def _start_helpers(self):
+        """Call at the end of a subclass's __init__, once connected."""
+        self._greenlets = [gevent.spawn(self._flush_loop), gevent.spawn(self._renew_loop)]
+
+    # -- to implement per server ------------------------------------------------------------
+
+    def _send(self, ops, env):
+        """Apply the outbox ``ops`` in order, then append ``env`` (if not None): one trip."""
+        raise NotImplementedError
+
+    def _claim(self, limit):
+        """[(packed envelope, crashed)] claimed for ``self.owner`` until now + lease."""
+        raise NotImplementedError
+
+    def _renew(self, ids):
+        """Extend our leases on ``ids``; return the ids whose claim is no longer ours."""
+        raise NotImplementedError
+
+    def _reconnect(self):
+        """Drop broken connections so that the next try makes new ones."""
+
+    def _close(self):
+        raise NotImplementedError
+
+    # -- the contract -----------------------------------------------------------------------
+
+    def append(self, env):
+        if self._outbox or self._sending.locked():
+            with self._sending:
+                ops, self._outbox = self._outbox, []
+                self._send_or_keep(ops, env, "enqueue")
+        else:
+            self._retrying("enqueue", self._send, (), env)
+        self._held.pop(env.id, None)
+
+    def begin(self, envs):
+        pass  # the claim recorded the attempt's start; a lease that runs out counts it
+
+    def remove(self, task_id):
+        self._outbox.append(("remove", task_id))
+        self._kick.set()
+
+    def bury(self, env, error):
+        self._outbox.append(("bury", env, error))
+        self._kick.set()
+
+    def sync(self):
+        self.flush()
+
+    def flush(self):
+        """Send the outbox now (raises BackendUnavailable if the server stays away)."""
+        with self._sending:
+            ops, self._outbox = self._outbox, []
+            if ops:
+                self._send_or_keep(ops, None, "acknowledge")
+
+    def _send_or_keep(self, ops, env, what):
+        try:
+            self._retrying(what, self._send, ops, env)
+        except BaseException:
+            self._outbox[:0] = ops  # keep them, in order, for the next try
+            raise
+        for op in ops:
+            self._held.pop(op[1] if op[0] == "remove" else op[1].id, None)
+
+    def claim(self, limit):
+        claimed = [(unpack(packed), bool(crashed)) for packed, crashed in self._claim(limit)]
+        for env, _ in claimed:
+            self._held[env.id] = None
+        return claimed
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        self._kick.set()
+        gevent.killall(self._greenlets, block=True, timeout=5)
+        try:
+            self.flush()
+        except BackendUnavailable as exc:
+            logger.error("closing %s: %d acknowledgement(s) not sent (the tasks will run "
+                         "again): %s", self.describe(), len(self._outbox), exc)
+        self._close()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _retrying(self, what, fn, *args):
+        """``fn(*args)``, retried on connection errors for ``retry_for`` s with backoff."""
+        deadline = time.monotonic() + self.retry_for
+        pause = 0.02
+        while True:
+            try:
+                return fn(*args)
+            except self.connection_errors as exc:
+                self._reconnect()
+                if self._closed or time.monotonic() + pause > deadline:
+                    raise BackendUnavailable(
+                        f"{what}: {self.describe()} is unreachable: {exc}") from exc
+                gevent.sleep(pause)
+                pause = min(pause * 2, 0.25)
+
+    def _flush_loop(self):
+        pause = 0.1
+        while not self._closed:
+            self._kick.wait()
+            self._kick.clear()
+            try:
+                self.flush()
+                pause = 0.1
+            except BackendUnavailable as exc:
+                logger.warning("%s; retrying in %.1f s", exc, pause)
+                gevent.sleep(pause)
+                pause = min(pause * 2, 5.0)
+                self._kick.set()
+            except Exception:
+                logger.exception("sending acknowledgements to %s", self.describe())
+                gevent.sleep(pause)
+                self._kick.set()
+
+    def _renew_loop(self):
+        while not self._closed:
+            gevent.sleep(self.lease / 3)
+            try:
+                with self._sending:  # an ack in flight must not look like a lost lease
+                    held = list(self._held)
+                    for i in range(0, len(held), MAX_BATCH):
+                        self._lost(self._renew(held[i:i + MAX_BATCH]))
+            except self.connection_errors as exc:
+                self._reconnect()
+                logger.warning("renewing leases on %s: %s", self.describe(), exc)
+            except Exception:
+                logger.exception("renewing leases on %s", self.describe())
+
+    def _lost(self, ids):
+        for task_id in ids:
+            if self._held.pop(task_id, "gone") is None:
+                self.lease_lost += 1
+                logger.warning("the lease on task %s ran out while this process held it: "
+                               "another process may run it as well", task_id)
