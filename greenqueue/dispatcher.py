@@ -48,6 +48,8 @@ class Dispatcher:
         self.middleware = []        # objects with on_perform(envelope, call_next)
         self.metrics = Metrics()    # the runtime hands in its own; sampled, see metrics.py
         self.running = {}           # task id -> envelope, for stats and shutdown
+        self.local = True           # False with a shared log: retries go to the log only
+        self.on_idle = None         # called when a worker finds nothing to run (fetcher.py)
         self.stopping = False
         self.drained = Event()
         self._workers = []
@@ -103,6 +105,8 @@ class Dispatcher:
             if env is None:
                 if not self.running:
                     self.drained.set()
+                if self.on_idle is not None:
+                    self.on_idle()
                 self.queue.wait()
                 yield_at = clock() + YIELD_EVERY
                 continue
@@ -189,7 +193,8 @@ class Dispatcher:
         logger.warning("task %s (%s) failed on attempt %d, retrying in %.1f s: %s: %s",
                        env.name, env.id, attempt, interval, type(exc).__name__, exc)
         self.log.append(retry)
-        self.queue.push(retry)
+        if self.local:  # else another process may well take it: the shared log is the queue
+            self.queue.push(retry)
         self.counters.retried += 1
 
     def _bury(self, env, exc):

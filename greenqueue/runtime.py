@@ -18,11 +18,13 @@ import time
 import warnings
 
 from . import envelope as _envelope
+from . import unique as _unique
 from .context import _log_context
 from .dispatcher import Counters, Dispatcher, describe_error
 from .envelope import PROTOCOL, Envelope, _dumps, new_id, packed_id, unpack
 from .errors import ConfigError, DecodeError, GreenqueueError, ProcessDied, TaskError
-from .log import Log, open_log
+from .fetcher import Fetcher
+from .log import check_backend, open_log
 from .metrics import Metrics
 from .queue import TaskQueue
 
@@ -34,7 +36,11 @@ _settings = {}           # what configure() set for the default runtime
 class Runtime:
     """An in-process task runtime. Use as ``with Runtime(...) as rt:`` or ``start()``/``stop()``.
 
-    backend: "disk" (default: a write-ahead log in ``path``), "memory", or a Log instance.
+    backend: "disk" (default: a write-ahead log in ``path``), "memory", a Log instance, or
+        the URL of a log shared by many processes and hosts: "redis://host:6379/0" or
+        "postgresql://user@host/db" (see greenqueue/log/shared.py).
+    lease: with a shared backend, seconds a claimed task stays this process's without a
+        renewal; after a crash, others take its tasks back once their lease runs out.
     concurrency: worker greenlets, i.e. tasks that may run at once.
     backpressure: when True, enqueue blocks while more than ``high_water_mark`` tasks are
         ready, until they fall to ``low_water_mark`` (default 80 %), raising PushTimeout after
@@ -47,7 +53,7 @@ class Runtime:
     def __init__(self, *, backend="disk", path="greenqueue-data", concurrency=100,
                  backpressure=False, high_water_mark=1000, low_water_mark=None,
                  push_timeout=2.0, fsync_interval=0.5, segment_size=2 * 1024 * 1024,
-                 secret=None, eager=None):
+                 secret=None, eager=None, lease=30.0):
         self.backend = backend
         try:
             self.path = os.fspath(path)
@@ -70,8 +76,10 @@ class Runtime:
         if secret is not None and not isinstance(secret, (str, bytes)):
             raise ConfigError("secret must be a str or bytes")
         self.secret = secret
-        if not (backend in ("memory", "disk") or isinstance(backend, Log)):
-            open_log(backend)  # raises the ConfigError that names the valid choices
+        check_backend(backend)  # a ConfigError naming the valid choices, or a missing package
+        self.lease = _positive_float("lease", lease)
+        self.fetcher = None             # with a shared log only: see greenqueue/fetcher.py
+        self._local = True              # False with a shared log: enqueue skips the local queue
         self.log = None
         self.queue = None
         self.dispatcher = None
@@ -98,15 +106,26 @@ class Runtime:
             raise GreenqueueError("another greenqueue runtime is running in this process; "
                                   "stop it first")
         self.log = open_log(self.backend, path=self.path, fsync_interval=self.fsync_interval,
-                            segment_size=self.segment_size, secret=self.secret)
+                            segment_size=self.segment_size, secret=self.secret,
+                            lease=self.lease)
+        self._local = not getattr(self.log, "shared", False)
         self.queue = TaskQueue(self.high_water_mark if self.backpressure else None,
                                self.low_water_mark, self.push_timeout)
         self.dispatcher = Dispatcher(self.queue, self.log, self.counters, self.concurrency)
         self.dispatcher.middleware = self._middleware
         self.dispatcher.metrics = self.metrics
         self.metrics.start(self.counters)
-        self._replay()
+        if self._local:
+            self._replay()
+        else:  # the shared log is the queue: a fetcher feeds the workers with claims
+            self.dispatcher.local = False
+            self.fetcher = Fetcher(self.log, self.queue, self.dispatcher, self._crash_exhausted)
+            self.dispatcher.on_idle = self.fetcher.worker_idle
+            self.counters.dead = len(self.log.dead())
+        _unique.restore(self)  # the unique keys of replayed and adopted tasks
         self.dispatcher.start()
+        if self.fetcher is not None:
+            self.fetcher.start()
         self.started_at = time.time()
         _current = self
         return self
@@ -149,7 +168,11 @@ class Runtime:
         if self.dispatcher is None or self.log is None:
             return
         try:
+            if self.fetcher is not None:
+                self.fetcher.stop()
             self.dispatcher.stop(timeout)
+            if self.fetcher is not None:
+                self.fetcher.release()
         finally:
             self.metrics.stop()
             if _current is self:
@@ -178,7 +201,7 @@ class Runtime:
     # -- enqueue ------------------------------------------------------------------------------
 
     def push(self, spec, target, args, kwargs, delay=None, delay_until=None, priority=None,
-             durable=False):
+             durable=False, task_id=None):
         """Log and queue one call of ``spec``; returns the task id. Hub only."""
         if self.log is None:
             raise GreenqueueError("the runtime is stopped; start it before enqueueing")
@@ -200,12 +223,14 @@ class Runtime:
             payload = _dumps(call, PROTOCOL)
         except Exception:
             payload = _envelope.encode(*call, spec)  # cloudpickle, or an error naming the argument
-        env = Envelope(new_id(), spec.name, payload, priority, publish_at, 0, time.time())
+        env = Envelope(task_id or new_id(), spec.name, payload, priority, publish_at, 0,
+                       time.time())
         if self._enqueue_middleware:
             self._enqueue_with_middleware(env)
         else:
             self.log.append(env)
-            self.queue.push(env)
+            if self._local:
+                self.queue.push(env)
             self.counters.enqueued += 1
         if durable:
             self.log.sync()
@@ -213,7 +238,8 @@ class Runtime:
 
     def _accept(self, env):
         self.log.append(env)
-        self.queue.push(env)
+        if self._local:
+            self.queue.push(env)
         self.counters.enqueued += 1
 
     def _enqueue_with_middleware(self, env):
@@ -258,7 +284,8 @@ class Runtime:
             raise KeyError(f"no dead task with id {task_id!r}")
         env = found.envelope.replace(attempt=0, publish_at=0.0)
         self.log.append(env)
-        self.queue.push(env)
+        if self._local:
+            self.queue.push(env)
         self.counters.dead -= 1
         return env.id
 
