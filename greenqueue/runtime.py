@@ -19,6 +19,7 @@ import warnings
 
 from . import envelope as _envelope
 from . import unique as _unique
+from . import unique as _unique
 from .context import _log_context
 from .dispatcher import Counters, Dispatcher, describe_error
 from .envelope import PROTOCOL, Envelope, _dumps, new_id, packed_id, unpack
@@ -122,6 +123,7 @@ class Runtime:
             self.fetcher = Fetcher(self.log, self.queue, self.dispatcher, self._crash_exhausted)
             self.dispatcher.on_idle = self.fetcher.worker_idle
             self.counters.dead = len(self.log.dead())
+        _unique.restore(self)  # the unique keys of replayed and adopted tasks
         _unique.restore(self)  # the unique keys of replayed and adopted tasks
         self.dispatcher.start()
         if self.fetcher is not None:

@@ -1,21 +1,22 @@
 """Defining tasks and enqueueing them: ``@task`` functions, ``Task`` classes, ``wrap(obj)``.
 
-The keyword names ``delay``, ``delay_until``, ``priority`` and ``durable`` belong to
-``enqueue``; a task whose own parameters use one of them is refused when it is defined, since
-its callers could never pass that argument through.
+The keyword names ``delay``, ``delay_until``, ``priority``, ``durable``, ``unique_key`` and
+``after`` belong to ``enqueue``; a task whose own parameters use one of them is refused when it
+is defined, since its callers could never pass that argument through.
 """
 import functools
 import inspect
 
 from . import envelope as _envelope
 from . import runtime as _runtime
+from . import unique as _unique
 from .errors import TaskError
 from .spec import DEFAULT_MAX_RETRIES, TaskSpec, backoff, describe, register
 
-RESERVED = frozenset({"delay", "delay_until", "priority", "durable"})
+RESERVED = frozenset({"delay", "delay_until", "priority", "durable", "unique_key", "after"})
 
 
-def _check_definition(fn, what, max_retries, timeout, priority):
+def _check_definition(fn, what, max_retries, timeout, priority, unique_for=None):
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -31,6 +32,9 @@ def _check_definition(fn, what, max_retries, timeout, priority):
         raise TaskError(f"{what}: timeout must be a positive number of seconds or None")
     if not isinstance(priority, int) or isinstance(priority, bool):
         raise TaskError(f"{what}: priority must be an int, not {priority!r}")
+    if unique_for is not None and (isinstance(unique_for, bool) or not isinstance(
+            unique_for, (int, float)) or not 0 < unique_for < float("inf")):
+        raise TaskError(f"{what}: unique_for must be a positive number of seconds or None")
 
 
 class _Enqueuer:
@@ -39,12 +43,17 @@ class _Enqueuer:
     _target = None          # None: found again by name; else the spec pickled by value
     _by_value = None        # decided on the first enqueue
 
-    def _push(self, args, kwargs, delay, delay_until, priority, durable):
+    def _push(self, args, kwargs, delay, delay_until, priority, durable, unique_key=None):
         if self._by_value is None:
             self._pickle_if_needed()
         runtime = _runtime._current or _runtime.autostart()
-        return runtime.push(self, self._target, args, kwargs, delay, delay_until, priority,
-                            durable)
+        if unique_key is None and not self.unique:
+            return runtime.push(self, self._target, args, kwargs, delay, delay_until, priority,
+                                durable)
+        if unique_key is None:
+            unique_key = _unique.key_for(self, args, kwargs)
+        return _unique.push(runtime, self, self._target, args, kwargs, delay, delay_until,
+                            priority, durable, unique_key)
 
     def _pickle_if_needed(self):
         if not _envelope.portable_name(self.name):
@@ -66,8 +75,9 @@ class TaskFunction(_Enqueuer, TaskSpec):
     """A function made a task by ``@greenqueue.task``; calling it still runs it directly."""
 
     def __init__(self, fn, priority=0, max_retries=DEFAULT_MAX_RETRIES, timeout=None,
-                 retry_interval=None):
-        _check_definition(fn, f"task {fn.__qualname__}", max_retries, timeout, priority)
+                 retry_interval=None, unique=False, unique_for=None):
+        _check_definition(fn, f"task {fn.__qualname__}", max_retries, timeout, priority,
+                          unique_for)
         TaskSpec.__init__(self, fn, f"{fn.__module__}:{fn.__qualname__}")
         functools.update_wrapper(self, fn)
         self.priority = priority
@@ -75,37 +85,59 @@ class TaskFunction(_Enqueuer, TaskSpec):
         self.timeout = timeout
         if retry_interval is not None:
             self.retry_interval = retry_interval
+        self.unique = bool(unique)
+        self.unique_for = unique_for
+        if unique:  # keyed by arguments; an instance attribute keeps plain enqueue lean
+            self.enqueue = self._enqueue_unique
         register(self)
 
     def __call__(self, *args, **kwargs):
         return self.fn(*args, **kwargs)
 
     def enqueue(self, *args, delay=None, delay_until=None, priority=None, durable=False,
-                **kwargs):
-        """Log the call and return its task id at once; a worker greenlet runs it later."""
+                unique_key=None, **kwargs):
+        """Log the call and return its task id at once; a worker greenlet runs it later.
+
+        ``unique_key``: while a task holding this key waits or runs, return its id instead.
+        """
         if self._by_value is None:
             self._pickle_if_needed()
         runtime = _runtime._current or _runtime.autostart()
-        return runtime.push(self, self._target, args, kwargs, delay, delay_until, priority,
-                            durable)
+        if unique_key is None:
+            return runtime.push(self, self._target, args, kwargs, delay, delay_until, priority,
+                                durable)
+        return _unique.push(runtime, self, self._target, args, kwargs, delay, delay_until,
+                            priority, durable, unique_key)
+
+    def _enqueue_unique(self, *args, delay=None, delay_until=None, priority=None,
+                        durable=False, unique_key=None, **kwargs):
+        """``enqueue`` of a ``unique=True`` task: the key defaults to its name and arguments."""
+        if unique_key is None:
+            unique_key = _unique.key_for(self, args, kwargs)
+        return TaskFunction.enqueue(self, *args, delay=delay, delay_until=delay_until,
+                                    priority=priority, durable=durable, unique_key=unique_key,
+                                    **kwargs)
 
     def __repr__(self):
         return f"<greenqueue task {self.name}>"
 
 
 def task(fn=None, *, priority=0, max_retries=DEFAULT_MAX_RETRIES, timeout=None,
-         retry_interval=None):
+         retry_interval=None, unique=False, unique_for=None):
     """Make a function a task: ``@task`` or ``@task(priority=5, max_retries=3, timeout=30)``.
 
     ``retry_interval(exc, attempt)`` may replace the backoff; returning None or False gives up.
+    ``unique=True``: an enqueue while a call with equal arguments waits or runs returns that
+    call's id; ``unique_for`` seconds bound how long a key holds (default: until the task ends).
     """
     if fn is None:
         return lambda f: task(f, priority=priority, max_retries=max_retries, timeout=timeout,
-                              retry_interval=retry_interval)
+                              retry_interval=retry_interval, unique=unique,
+                              unique_for=unique_for)
     if isinstance(fn, type) or not callable(fn):
         raise TaskError(f"@greenqueue.task decorates functions, not {fn!r}; "
                         "for classes subclass greenqueue.Task")
-    return TaskFunction(fn, priority, max_retries, timeout, retry_interval)
+    return TaskFunction(fn, priority, max_retries, timeout, retry_interval, unique, unique_for)
 
 
 class _ClassSpec(_Enqueuer, TaskSpec):
@@ -118,6 +150,8 @@ class _ClassSpec(_Enqueuer, TaskSpec):
     priority = property(lambda self: self.cls.priority)
     max_retries = property(lambda self: self.cls.max_retries)
     timeout = property(lambda self: self.cls.timeout)
+    unique = property(lambda self: self.cls.unique)
+    unique_for = property(lambda self: self.cls.unique_for)
 
     def invoke(self, args, kwargs):
         return self.cls().perform(*args, **kwargs)
@@ -131,17 +165,20 @@ class Task:
 
     Class attributes ``priority``, ``max_retries`` and ``timeout`` (seconds per attempt, None
     for no limit) set the policy; override ``retry_interval(exc, attempt)`` to change the
-    backoff (return None or False to give up).
+    backoff (return None or False to give up). ``unique = True`` and ``unique_for`` as for
+    ``@greenqueue.task``.
     """
 
     priority = 0
     max_retries = DEFAULT_MAX_RETRIES
     timeout = None
+    unique = False
+    unique_for = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         _check_definition(cls.perform, f"task {cls.__qualname__}.perform", cls.max_retries,
-                          cls.timeout, cls.priority)
+                          cls.timeout, cls.priority, cls.unique_for)
         cls._spec = _ClassSpec(cls)
         register(cls._spec)
 
@@ -153,11 +190,11 @@ class Task:
 
     @classmethod
     def enqueue(cls, *args, delay=None, delay_until=None, priority=None, durable=False,
-                **kwargs):
+                unique_key=None, **kwargs):
         """Log a call of ``perform`` and return its task id at once."""
         if cls is Task:
             raise TaskError("enqueue a subclass of greenqueue.Task, not Task itself")
-        return cls._spec._push(args, kwargs, delay, delay_until, priority, durable)
+        return cls._spec._push(args, kwargs, delay, delay_until, priority, durable, unique_key)
 
 
 class wrap:

@@ -31,3 +31,35 @@ def flaky(key):
 @greenqueue.task
 def tick(label="tick"):
     tasks.seen.append(label)
+
+
+@greenqueue.task(unique=True)
+def refresh(account):
+    tasks.seen.append(("refresh", account))
+
+
+@greenqueue.task(unique=True, unique_for=60)
+def refresh_briefly(account):
+    tasks.seen.append(("refresh_briefly", account))
+
+
+class Rebuild(greenqueue.Task):
+    unique = True
+
+    def perform(self, index):
+        tasks.seen.append(("rebuild", index))
+
+
+@greenqueue.task(max_retries=1)
+def race_once(run_file, done_dir, processes):
+    """Record one run, but only once every racing process finished enqueueing: the key is
+    held (pending, then running) for the whole race, so every enqueue must see it."""
+    import os
+    import time
+
+    import gevent
+    deadline = time.monotonic() + 60
+    while len(os.listdir(done_dir)) < processes and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    with open(run_file, "a") as f:
+        f.write(f"{os.getpid()}\n")
