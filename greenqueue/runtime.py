@@ -28,6 +28,7 @@ from .fetcher import Fetcher
 from .log import check_backend, open_log
 from .metrics import Metrics
 from .queue import TaskQueue
+from .spec import PRIORITY_LIMIT
 
 logger = logging.getLogger(__name__)
 _current = None          # the running Runtime that enqueue uses
@@ -218,8 +219,8 @@ class Runtime:
             publish_at = due_time(delay, delay_until)
         if priority is None:
             priority = spec.priority
-        elif priority.__class__ is not int:
-            raise TaskError(f"priority must be an int, not {priority!r}")
+        elif priority.__class__ is not int or not -PRIORITY_LIMIT <= priority < PRIORITY_LIMIT:
+            raise TaskError(f"priority must be a 32-bit int, not {priority!r}")
         call = (target, args, kwargs, _log_context.get())
         try:
             payload = _dumps(call, PROTOCOL)

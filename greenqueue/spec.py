@@ -9,6 +9,7 @@ import importlib
 import random
 
 DEFAULT_MAX_RETRIES = 5
+PRIORITY_LIMIT = 2 ** 31    # priorities are logged as signed 32-bit ints (Envelope.pack)
 _registry = {}
 
 

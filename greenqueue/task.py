@@ -11,7 +11,8 @@ from . import envelope as _envelope
 from . import runtime as _runtime
 from . import unique as _unique
 from .errors import TaskError
-from .spec import DEFAULT_MAX_RETRIES, TaskSpec, backoff, describe, register
+from .spec import (DEFAULT_MAX_RETRIES, PRIORITY_LIMIT, TaskSpec, backoff, describe,
+                   register)
 
 RESERVED = frozenset({"delay", "delay_until", "priority", "durable", "unique_key", "after"})
 
@@ -30,8 +31,9 @@ def _check_definition(fn, what, max_retries, timeout, priority, unique_for=None)
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or timeout <= 0):
         raise TaskError(f"{what}: timeout must be a positive number of seconds or None")
-    if not isinstance(priority, int) or isinstance(priority, bool):
-        raise TaskError(f"{what}: priority must be an int, not {priority!r}")
+    if (not isinstance(priority, int) or isinstance(priority, bool)
+            or not -PRIORITY_LIMIT <= priority < PRIORITY_LIMIT):
+        raise TaskError(f"{what}: priority must be a 32-bit int, not {priority!r}")
     if unique_for is not None and (isinstance(unique_for, bool) or not isinstance(
             unique_for, (int, float)) or not 0 < unique_for < float("inf")):
         raise TaskError(f"{what}: unique_for must be a positive number of seconds or None")

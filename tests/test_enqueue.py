@@ -75,7 +75,7 @@ def test_var_keyword_parameters_do_not_clash():
 @pytest.mark.parametrize("options", [
     {"max_retries": -1}, {"max_retries": 1.5}, {"max_retries": True},
     {"timeout": 0}, {"timeout": -2}, {"timeout": "5"}, {"timeout": True},
-    {"priority": "high"}, {"priority": 1.0},
+    {"priority": "high"}, {"priority": 1.0}, {"priority": 2 ** 31},
 ])
 def test_invalid_task_options_are_refused_at_definition(options):
     with pytest.raises(greenqueue.TaskError):
@@ -151,6 +151,12 @@ def test_invalid_priority_is_refused(rt):
         tasks.record.enqueue(1, priority="high")
     with pytest.raises(greenqueue.TaskError, match="priority"):
         tasks.record.enqueue(1, priority=2.0)
+    for out_of_range in (2 ** 31, -2 ** 31 - 1):  # logged as a 32-bit int
+        with pytest.raises(greenqueue.TaskError, match="priority"):
+            tasks.record.enqueue(1, priority=out_of_range, delay=5)
+    tasks.record.enqueue(1, priority=2 ** 31 - 1, delay=5)
+    tasks.record.enqueue(1, priority=-2 ** 31, delay=5)
+    assert rt.stats()["enqueued"] == 2
 
 
 def test_durable_enqueue_runs_like_any_other(rt):
