@@ -94,7 +94,11 @@ def check_backend(backend):
                           f"postgresql:// URL, or a Log instance")
     extra, package, _ = SHARED_SCHEMES[scheme]
     import importlib.util
-    if importlib.util.find_spec(package) is None:
+    try:
+        found = importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # blocked or half-imported: as good as missing
+        found = False
+    if not found:
         raise ConfigError(f"backend {scheme}:// needs the {package!r} package: "
                           f"pip install 'greenqueue[{extra}]'")
 

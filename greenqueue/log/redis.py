@@ -149,19 +149,27 @@ return lost
 """
 
 
+def parse_url(url):
+    """(the URL without our ``prefix`` option, the prefix, where-for-messages sans password)."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qs(parts.query)
+    prefix = query.pop("prefix", ["greenqueue"])[-1]
+    plain = urllib.parse.urlunsplit(parts._replace(
+        query=urllib.parse.urlencode(query, doseq=True)))
+    port = f":{parts.port}" if parts.scheme != "unix" and parts.port else ""
+    return plain, prefix, f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+
+
 class RedisLog(SharedLog):
     connection_errors = (redis.ConnectionError, redis.TimeoutError)
 
     def __init__(self, url, lease=30.0, retry_for=1.0, **_ignored):
         super().__init__(url, lease, retry_for)
-        parts = urllib.parse.urlsplit(url)
-        query = urllib.parse.parse_qs(parts.query)
-        prefix = query.pop("prefix", ["greenqueue"])[-1]
-        plain_url = urllib.parse.urlunsplit(parts._replace(
-            query=urllib.parse.urlencode(query, doseq=True)))
-        self.where = f"{parts.scheme}://{parts.hostname or ''}" + (
-            f":{parts.port}" if parts.scheme != "unix" and parts.port else "") + parts.path
-        self.prefix = prefix
+        try:
+            plain_url, self.prefix, self.where = parse_url(url)
+        except ValueError as exc:
+            raise ConfigError(f"malformed Redis URL: {exc}") from exc
+        prefix = self.prefix
         self.keys = [f"{{{prefix}}}:{name}" for name in KEYS]
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{token_hex(4)}"
         options = dict(socket_connect_timeout=2.0, socket_timeout=5.0,
@@ -172,7 +180,7 @@ class RedisLog(SharedLog):
             # waiting fetcher never takes a connection an enqueue needs
             self.blocking = redis.Redis.from_url(plain_url, **options)
         except ValueError as exc:
-            raise ConfigError(f"malformed Redis URL {self.where!r}: {exc}") from exc
+            raise ConfigError(f"malformed Redis URL ({self.where}): {exc}") from exc
         try:
             self.client.ping()
         except (redis.RedisError, OSError) as exc:
