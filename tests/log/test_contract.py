@@ -1,22 +1,31 @@
-"""One contract, every backend: the memory log earns its place by passing the disk log's tests."""
+"""One contract, every backend: the memory log earns its place by passing the disk log's tests,
+and the shared logs (Redis, PostgreSQL: each test in its own key prefix or schema) theirs."""
 import pytest
 
 from greenqueue.envelope import Envelope, new_id
+from greenqueue.log import open_log
 from greenqueue.log.disk import DiskLog
 from greenqueue.log.memory import MemoryLog
+from tests import backends
 
 
-@pytest.fixture(params=["memory", "disk"])
+@pytest.fixture(params=["memory", "disk", "redis", "postgres"])
 def make_log(request, tmp_path):
     opened = []
+    url = backends.shared_url(request.param) if request.param in ("redis", "postgres") else None
 
     def make():
-        log = MemoryLog() if request.param == "memory" else DiskLog(tmp_path / "data")
+        if url:
+            log = open_log(url)
+        else:
+            log = MemoryLog() if request.param == "memory" else DiskLog(tmp_path / "data")
         opened.append(log)
         return log
     yield make
     for log in opened:
         log.close()
+    if url:
+        backends.drop(url)
 
 
 def envelope(publish_at=0.0, priority=0, payload=b"\x80\x05N."):
