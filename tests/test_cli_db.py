@@ -1,0 +1,31 @@
+"""``greenqueue db migrate`` through click's runner (parsing) on the real PostgreSQL."""
+from click.testing import CliRunner
+
+from greenqueue.cli_db import db_group
+from tests import backends
+
+
+def test_migrate_creates_the_schema_once_then_reports_it_up_to_date():
+    url = backends.postgres_url()
+    try:
+        runner = CliRunner()
+        first = runner.invoke(db_group, ["migrate", "--backend", url])
+        assert first.exit_code == 0, first.output
+        assert "from version 0 to 1" in first.output
+        again = runner.invoke(db_group, ["migrate"], env={"GREENQUEUE_BACKEND": url})
+        assert again.exit_code == 0 and "up to date (version 1)" in again.output
+        import psycopg
+        base, schema = url.split("?schema=")
+        with psycopg.connect(base) as conn:
+            versions = conn.execute(f'SELECT version FROM "{schema}".greenqueue_schema').fetchall()
+        assert versions == [(1,)]
+    finally:
+        backends.drop(url)
+
+
+def test_migrate_refuses_other_urls_and_names_an_unreachable_server():
+    runner = CliRunner()
+    result = runner.invoke(db_group, ["migrate", "--backend", "redis://127.0.0.1:6379/0"])
+    assert result.exit_code == 2 and "postgresql://" in result.output
+    result = runner.invoke(db_group, ["migrate", "--backend", "postgresql://127.0.0.1:1/test"])
+    assert result.exit_code == 1 and "cannot reach PostgreSQL" in result.output
