@@ -29,26 +29,25 @@ def _reachable(host, port):
         return False
 
 
-def redis_url():
-    """A URL with a fresh key prefix; the caller drops its keys afterwards."""
+def _url(package, port, base, option):
+    """``base`` with a fresh namespace option, once the package and the server are there."""
     try:
-        import redis  # noqa: F401
+        __import__(package)
     except ImportError:
-        unavailable("redis-py is not installed (pip install -e '.[test]')")
-    if not _reachable("127.0.0.1", 6379):
-        unavailable("no Redis at 127.0.0.1:6379")
-    return f"{REDIS}?prefix=gqtest-{uuid.uuid4().hex[:12]}"
+        unavailable(f"{package} is not installed (pip install -e '.[test]')")
+    if not _reachable("127.0.0.1", port):
+        unavailable(f"no server at 127.0.0.1:{port} for {package}")
+    return f"{base}?{option}{uuid.uuid4().hex[:12]}"
+
+
+def redis_url():
+    """A URL with a fresh key prefix; ``drop`` deletes its keys afterwards."""
+    return _url("redis", 6379, REDIS, "prefix=gqtest-")
 
 
 def postgres_url():
-    """A URL with a fresh schema name; ``drop_postgres`` removes it afterwards."""
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        unavailable("psycopg is not installed (pip install -e '.[test]')")
-    if not _reachable("127.0.0.1", 5432):
-        unavailable("no PostgreSQL at 127.0.0.1:5432")
-    return f"{POSTGRES}?schema=gqtest_{uuid.uuid4().hex[:12]}"
+    """A URL with a fresh schema name; ``drop`` removes the schema afterwards."""
+    return _url("psycopg", 5432, POSTGRES, "schema=gqtest_")
 
 
 def shared_url(kind):

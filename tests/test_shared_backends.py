@@ -82,7 +82,7 @@ def test_two_processes_run_a_thousand_tasks_exactly_once(url, tmp_path):
     finish(a, b)
     done = runs(tmp_path)
     counts = Counter(label for _, _, label in done)
-    assert sorted(counts) == sorted([f"a-{i}" for i in range(500)] + [f"b-{i}" for i in range(500)])
+    assert sorted(counts) == sorted(f"{p}-{i}" for p in "ab" for i in range(500))
     assert set(counts.values()) == {1}
     assert {pid for pid, _, _ in done} == {a.pid, b.pid}  # the work was shared
 
