@@ -11,6 +11,7 @@ from .errors import (BackendUnavailable, ConfigError, DecodeError, GreenqueueErr
                      LogWriteError, PushTimeout, SerializationError, Shutdown, TaskError, TaskTimeout)
 from .log import DeadTask, Log
 from .runtime import Runtime, configure, current_runtime, start, stop
+from .scheduler import periodic, schedule
 from .task import Task, task, wrap
 
 __version__ = "0.1.0"
@@ -18,6 +19,8 @@ __version__ = "0.1.0"
 __all__ = [
     # defining and enqueueing tasks
     "task", "Task", "wrap", "current",
+    # periodic tasks
+    "periodic", "schedule",
     # running them
     "Runtime", "configure", "start", "stop", "current_runtime",
     # logging context

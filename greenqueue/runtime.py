@@ -19,7 +19,6 @@ import warnings
 
 from . import envelope as _envelope
 from . import unique as _unique
-from . import unique as _unique
 from .context import _log_context
 from .dispatcher import Counters, Dispatcher, describe_error
 from .envelope import PROTOCOL, Envelope, _dumps, new_id, packed_id, unpack
@@ -28,6 +27,7 @@ from .fetcher import Fetcher
 from .log import check_backend, open_log
 from .metrics import Metrics
 from .queue import TaskQueue
+from .scheduler import Scheduler
 from .spec import PRIORITY_LIMIT
 
 logger = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ class Runtime:
         self._enqueue_middleware = []
         self._middleware = []
         self.started_at = None
+        self.scheduler = None           # periodic tasks: see greenqueue/scheduler.py
         if eager is None:
             eager = os.environ.get("GREENQUEUE_EAGER", "") not in ("", "0")
         self.eager = _bool("eager", eager)
@@ -125,8 +126,8 @@ class Runtime:
             self.dispatcher.on_idle = self.fetcher.worker_idle
             self.counters.dead = len(self.log.dead())
         _unique.restore(self)  # the unique keys of replayed and adopted tasks
-        _unique.restore(self)  # the unique keys of replayed and adopted tasks
         self.dispatcher.start()
+        self.scheduler = Scheduler(self).start()
         if self.fetcher is not None:
             self.fetcher.start()
         self.started_at = time.time()
@@ -171,6 +172,8 @@ class Runtime:
         if self.dispatcher is None or self.log is None:
             return
         try:
+            if self.scheduler is not None:
+                self.scheduler.stop()  # first: a follower takes the schedules over
             if self.fetcher is not None:
                 self.fetcher.stop()
             self.dispatcher.stop(timeout)
@@ -264,6 +267,12 @@ class Runtime:
         self._middleware.append(middleware)
 
     # -- inspection and the dead set -------------------------------------------------------
+
+    def schedules(self):
+        """The periodic schedules, one dict each: name, task, schedule, next_run and
+        last_run (epoch seconds or None), last_outcome, leader (whether this process runs
+        them). For ``greenqueue stats``; outcomes are exact on the leader."""
+        return self.scheduler.describe() if self.scheduler is not None else []
 
     def stats(self):
         c = self.counters

@@ -108,11 +108,14 @@ class TestRuntime(Runtime):
         self.queue.now = self.clock
         if isinstance(self.clock, FakeClock):
             self.clock.on_change(self._clock_moved)
+        self.scheduler.run_due()  # schedules are seen now, on this clock: intervals start here
         return self
 
     def _clock_moved(self):
         if self.queue is not None:
             self.queue.delayed_changed.set()  # the delayed-task timer re-reads the clock
+        if self.scheduler is not None:
+            self.scheduler.wake()
 
     def push(self, spec, target, args, kwargs, delay=None, delay_until=None, priority=None,
              durable=False, **options):
@@ -125,7 +128,8 @@ class TestRuntime(Runtime):
         """Run every ready task and those they enqueue, until nothing is ready or running.
 
         delayed: also run delayed tasks (retries included), moving the clock to each one's
-            due time in turn, as if their time had come.
+            due time in turn, as if their time had come. Periodic tasks due on the clock
+            are enqueued first; drain never moves the clock to a periodic occurrence.
         raise_errors: re-raise the first exception a task raised during this drain (the
             task itself is retried or buried as usual); False only drops them.
         timeout: real seconds; past them DrainTimeout, so a stuck task cannot hang the run.
@@ -134,6 +138,8 @@ class TestRuntime(Runtime):
         errors = self._catcher.errors
         try:
             while True:
+                if self.scheduler is not None:
+                    self.scheduler.run_due()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self.join(remaining):
                     raise DrainTimeout(f"tasks still ready or running after {timeout} s: "
