@@ -6,8 +6,10 @@ import socket
 import subprocess
 import sys
 
+import gevent
 import psutil
 import pytest
+import requests
 
 from tests.serving import (LAUNCHER, ROOT, Proc, control_sockets, greenqueue, needs_disk,
                            procs, run_server, stats_json, wait_until)
@@ -61,6 +63,42 @@ def test_requests_are_served_while_tasks_run(tmp_path, procs):
     figures = stats_json(tmp_path / "data")["processes"][0]
     assert figures["in_flight"] == 50 and figures["processed"] == 0
     assert server.terminate() == 0
+
+
+SLOW_APP = """
+import logging
+import gevent
+
+log = logging.getLogger("slow_app")
+
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        log.info("slow request started")
+        gevent.sleep(1)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"finished"]
+"""
+
+
+def test_sigterm_finishes_in_flight_requests_and_closes_idle_connections(tmp_path, procs):
+    (tmp_path / "slow_app.py").write_text(SLOW_APP)
+    server = Proc(greenqueue("run", "slow_app:app", "--bind", "127.0.0.1:0", "--data-dir",
+                             tmp_path / "data", "--graceful-timeout", "30"),
+                  tmp_path / "slow.log", cwd=tmp_path)
+    procs.append(server)
+    server.wait_for_url()
+    idle = requests.Session()                   # a keep-alive connection, left idle
+    assert idle.get(server.url + "/").text == "finished"
+    in_flight = gevent.spawn(server.get, "/slow")
+    server.wait_for("slow request started")
+    server.signal(signal.SIGTERM)
+    server.wait_for("draining")
+    assert in_flight.get(timeout=10).text == "finished"
+    # the idle connection does not hold the drain for its 30 s
+    assert server.wait(10) == 0
+    with pytest.raises(requests.ConnectionError):
+        requests.get(server.url + "/", timeout=5)
 
 
 def restart_and_see_task_start(tmp_path, procs, user, task_id):
