@@ -60,8 +60,13 @@ def test_requests_are_served_while_tasks_run(tmp_path, procs):
     # every task worker is inside a task; the app still answers, over and over
     for _ in range(20):
         assert server.get("/").status_code == 200
+    # with every worker busy, two more wait: the queue latency figures see them
+    enqueue(server, "queued1", 0)
+    enqueue(server, "queued2", 0)
     figures = stats_json(tmp_path / "data")["processes"][0]
     assert figures["in_flight"] == 50 and figures["processed"] == 0
+    assert figures["ready"] == 2 and figures["oldest_ready_age"] >= 0
+    assert figures["queued_bytes"] > 0
     assert server.terminate() == 0
 
 
