@@ -32,6 +32,10 @@ from .boot import (STARTUP_ERROR_STATUS, StartupError, bound_address, configure_
 logger = logging.getLogger("greenqueue.supervisor")
 READY_TIMEOUT = 120.0    # seconds a worker may take to import the app and replay its log
 MAX_BACKOFF = 10.0
+# Workers get their own process group (a new session before Python 3.11), out of the reach of
+# the terminal's Ctrl-C, which the supervisor passes on once.
+OWN_PROCESS_GROUP = ({"process_group": 0} if sys.version_info >= (3, 11)
+                     else {"start_new_session": True})
 # Patch before anything is imported (``python -m greenqueue`` would import the package first).
 WORKER_BOOT = ("from gevent import monkey; monkey.patch_all(); "
                "from greenqueue.cli import main; main()")
@@ -85,7 +89,7 @@ class Supervisor:
         argv = [sys.executable, "-c", WORKER_BOOT, "_worker", spec,
                 "--listen-fd", str(self.listener.fileno()), "--ready-fd", str(write_fd)]
         proc = subprocess.Popen(argv, pass_fds=(self.listener.fileno(), write_fd),
-                                process_group=0)
+                                **OWN_PROCESS_GROUP)
         os.close(write_fd)
         proc.ready_fd = read_fd
         self.workers[slot] = proc
