@@ -11,6 +11,7 @@ from .errors import (BackendUnavailable, ConfigError, DecodeError, GreenqueueErr
                      LogWriteError, PushTimeout, SerializationError, Shutdown, TaskError, TaskTimeout)
 from .log import DeadTask, Log
 from .runtime import Runtime, configure, current_runtime, start, stop
+from .after import on_commit
 from .scheduler import periodic, schedule
 from .task import Task, task, wrap
 
@@ -21,6 +22,8 @@ __all__ = [
     "task", "Task", "wrap", "current",
     # periodic tasks
     "periodic", "schedule",
+    # enqueue after the response or a commit
+    "on_commit",
     # running them
     "Runtime", "configure", "start", "stop", "current_runtime",
     # logging context

@@ -8,6 +8,7 @@ import functools
 import inspect
 
 from . import envelope as _envelope
+from . import after as _after
 from . import runtime as _runtime
 from . import unique as _unique
 from .errors import TaskError
@@ -45,15 +46,19 @@ class _Enqueuer:
     _target = None          # None: found again by name; else the spec pickled by value
     _by_value = None        # decided on the first enqueue
 
-    def _push(self, args, kwargs, delay, delay_until, priority, durable, unique_key=None):
+    def _push(self, args, kwargs, delay, delay_until, priority, durable, unique_key=None,
+              after=None):
         if self._by_value is None:
             self._pickle_if_needed()
         runtime = _runtime._current or _runtime.autostart()
-        if unique_key is None and not self.unique:
+        if unique_key is None and after is None and not self.unique:
             return runtime.push(self, self._target, args, kwargs, delay, delay_until, priority,
                                 durable)
-        if unique_key is None:
+        if unique_key is None and self.unique:
             unique_key = _unique.key_for(self, args, kwargs)
+        if after is not None:
+            return _after.defer(self, self._target, args, kwargs, delay, delay_until, priority,
+                                durable, unique_key, after)
         return _unique.push(runtime, self, self._target, args, kwargs, delay, delay_until,
                             priority, durable, unique_key)
 
@@ -97,28 +102,33 @@ class TaskFunction(_Enqueuer, TaskSpec):
         return self.fn(*args, **kwargs)
 
     def enqueue(self, *args, delay=None, delay_until=None, priority=None, durable=False,
-                unique_key=None, **kwargs):
+                unique_key=None, after=None, **kwargs):
         """Log the call and return its task id at once; a worker greenlet runs it later.
 
         ``unique_key``: while a task holding this key waits or runs, return its id instead.
+        ``after="response"``: log it only once the current request's response succeeded;
+        ``after=greenqueue.on_commit(register)``: once a transaction commits.
         """
         if self._by_value is None:
             self._pickle_if_needed()
         runtime = _runtime._current or _runtime.autostart()
-        if unique_key is None:
+        if unique_key is None and after is None:
             return runtime.push(self, self._target, args, kwargs, delay, delay_until, priority,
                                 durable)
+        if after is not None:
+            return _after.defer(self, self._target, args, kwargs, delay, delay_until, priority,
+                                durable, unique_key, after)
         return _unique.push(runtime, self, self._target, args, kwargs, delay, delay_until,
                             priority, durable, unique_key)
 
     def _enqueue_unique(self, *args, delay=None, delay_until=None, priority=None,
-                        durable=False, unique_key=None, **kwargs):
+                        durable=False, unique_key=None, after=None, **kwargs):
         """``enqueue`` of a ``unique=True`` task: the key defaults to its name and arguments."""
         if unique_key is None:
             unique_key = _unique.key_for(self, args, kwargs)
         return TaskFunction.enqueue(self, *args, delay=delay, delay_until=delay_until,
                                     priority=priority, durable=durable, unique_key=unique_key,
-                                    **kwargs)
+                                    after=after, **kwargs)
 
     def __repr__(self):
         return f"<greenqueue task {self.name}>"
@@ -192,11 +202,13 @@ class Task:
 
     @classmethod
     def enqueue(cls, *args, delay=None, delay_until=None, priority=None, durable=False,
-                unique_key=None, **kwargs):
-        """Log a call of ``perform`` and return its task id at once."""
+                unique_key=None, after=None, **kwargs):
+        """Log a call of ``perform`` and return its task id at once (options as for
+        ``@greenqueue.task`` functions' ``enqueue``)."""
         if cls is Task:
             raise TaskError("enqueue a subclass of greenqueue.Task, not Task itself")
-        return cls._spec._push(args, kwargs, delay, delay_until, priority, durable, unique_key)
+        return cls._spec._push(args, kwargs, delay, delay_until, priority, durable, unique_key,
+                               after)
 
 
 class wrap:

@@ -63,3 +63,10 @@ def race_once(run_file, done_dir, processes):
         gevent.sleep(0.01)
     with open(run_file, "a") as f:
         f.write(f"{os.getpid()}\n")
+
+
+@greenqueue.task
+def notify(user_id):
+    """Records the request id it was enqueued under (log context) with its argument."""
+    from greenqueue.context import _log_context
+    tasks.seen.append((user_id, (_log_context.get() or {}).get("request_id")))
