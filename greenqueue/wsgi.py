@@ -11,9 +11,14 @@ Duties:
 
 The context is undone when the server closes the response, because a keep-alive connection
 serves its next request in the same greenlet.
+
+Hook for ``enqueue(..., after="response")`` (greenqueue/after.py): ``begin()`` as the request
+starts, the status the app answers with, ``iterate()`` around the body and ``end()`` when the
+response is closed, before the log context ends so the held tasks carry the request id.
 """
 import uuid
 
+from . import after as after_response
 from .context import log_context
 
 HEADER = "X-Request-Id"
@@ -45,30 +50,34 @@ class RequestIdMiddleware:
         lowered = header.lower()
 
         def start_with_id(status, headers, exc_info=None):
+            hold.status = status
             if not any(name.lower() == lowered for name, _ in headers):
                 headers = list(headers) + [(header, request_id)]
             return start_response(status, headers, exc_info)
 
         context = log_context(request_id=request_id)
+        hold = after_response.begin()
         try:
             result = self.app(environ, start_with_id)
         except BaseException:
+            after_response.end(hold, failed=True)
             context.__exit__(None, None, None)
             raise
-        return _ClosingIterable(result, context)
+        return _ClosingIterable(result, context, hold)
 
 
 class _ClosingIterable:
     """The app's response, iterated as is; closing it also ends the request's log context."""
 
-    __slots__ = ("result", "context")
+    __slots__ = ("result", "context", "hold")
 
-    def __init__(self, result, context):
+    def __init__(self, result, context, hold=None):
         self.result = result
         self.context = context
+        self.hold = hold
 
     def __iter__(self):
-        return iter(self.result)
+        return after_response.iterate(self.result, self.hold)
 
     def close(self):
         try:
@@ -76,4 +85,7 @@ class _ClosingIterable:
             if close is not None:
                 close()
         finally:
-            self.context.__exit__(None, None, None)
+            try:
+                after_response.end(self.hold)
+            finally:
+                self.context.__exit__(None, None, None)
