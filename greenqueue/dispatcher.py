@@ -60,8 +60,15 @@ class Dispatcher:
         return len(self.running)
 
     def start(self):
+        self.slice_started = time.perf_counter()
+        # after every poll of the loop the hub has served I/O: the workers' budget restarts
+        self._polled = gevent.get_hub().loop.check(ref=False)
+        self._polled.start(self._hub_polled)
         self._workers = [gevent.spawn(self._work) for _ in range(self.concurrency)]
         self._scheduler = gevent.spawn(self._schedule)
+
+    def _hub_polled(self):
+        self.slice_started = time.perf_counter()
 
     def stop(self, timeout):
         """Stop popping, let running tasks finish until ``timeout``, then interrupt them."""
@@ -71,10 +78,12 @@ class Dispatcher:
         gevent.joinall(self._workers, timeout=timeout)
         left = [w for w in self._workers if not w.dead]
         if left:
-            logger.warning("interrupting %d task(s) still running after %.1f s; they stay in "
+            logger.warning("interrupting %d task(s) still running after %g s; they stay in "
                            "the log and run again on the next start", len(self.running), timeout)
             gevent.killall(left, Shutdown, block=True, timeout=5)
         self._scheduler.kill(block=True, timeout=5)
+        self._polled.stop()
+        self._polled.close()
 
     def abandon_running(self):
         """Log every running attempt as interrupted (not counted), for an exit with no drain:
@@ -98,24 +107,28 @@ class Dispatcher:
     # -- workers ------------------------------------------------------------------------------
 
     def _work(self):
+        """One worker's loop. The budget of back-to-back task time is shared by all workers
+        and restarts only when the hub has polled for I/O (``_hub_polled``): a worker resumed
+        right after another one yielded runs one task and yields again, so requests wait at
+        most about YIELD_EVERY plus gevent's switch interval, however many workers are busy."""
         pop, run, clock, metrics = self.queue.pop, self._run, time.perf_counter, self.metrics
-        yield_at = clock() + YIELD_EVERY
-        while not self.stopping:
-            env = pop()
-            if env is None:
-                if not self.running:
-                    self.drained.set()
-                if self.on_idle is not None:
-                    self.on_idle()
-                self.queue.wait()
-                yield_at = clock() + YIELD_EVERY
-                continue
-            if metrics.sample_due:
-                metrics.sample_wait(env)
-            run(env)
-            if clock() >= yield_at:
-                gevent.sleep(0)
-                yield_at = clock() + YIELD_EVERY
+        try:
+            while not self.stopping:
+                env = pop()
+                if env is None:
+                    if not self.running:
+                        self.drained.set()
+                    if self.on_idle is not None:
+                        self.on_idle()
+                    self.queue.wait()
+                    continue
+                if metrics.sample_due:
+                    metrics.sample_wait(env)
+                run(env)
+                if clock() - self.slice_started >= YIELD_EVERY:
+                    gevent.sleep(0)
+        except Shutdown:
+            pass  # stop() interrupted this worker's task; _run has logged it as interrupted
 
     def _schedule(self):
         queue = self.queue
@@ -149,10 +162,9 @@ class Dispatcher:
                 self._interrupted(env)
                 raise
             except Timeout as exc:
-                if exc is not timer:
-                    raise
-                self._failed(env, spec, TaskTimeout(
-                    f"task {env.name} ran past its timeout of {spec.timeout} s"))
+                if exc is timer:
+                    exc = TaskTimeout(f"task {env.name} ran past its timeout of {spec.timeout} s")
+                self._failed(env, spec, exc)  # else the task's own gevent.Timeout escaped it
             except Exception as exc:
                 self._failed(env, spec, exc)
             else:
@@ -184,12 +196,16 @@ class Dispatcher:
         if attempt <= spec.max_retries:
             try:
                 interval = spec.retry_interval(exc, attempt)
+                if interval is not None and interval is not False:
+                    interval = float(interval)
             except Exception:
-                logger.exception("retry_interval of %s failed; giving up on %s", env.name, env.id)
+                logger.exception("retry_interval of %s failed or returned no number; giving "
+                                 "up on %s", env.name, env.id)
+                interval = None
         if interval is None or interval is False:
             self._bury(env.replace(attempt=attempt), exc)
             return
-        retry = env.replace(attempt=attempt, publish_at=self.queue.now() + float(interval))
+        retry = env.replace(attempt=attempt, publish_at=self.queue.now() + interval)
         logger.warning("task %s (%s) failed on attempt %d, retrying in %.1f s: %s: %s",
                        env.name, env.id, attempt, interval, type(exc).__name__, exc)
         self.log.append(retry)

@@ -280,8 +280,6 @@ def test_a_task_cannot_swallow_its_timeout_with_except_exception(rt):
     assert dead.error["type"] == "TaskTimeout" and tasks.seen == []
 
 
-@pytest.mark.xfail(strict=True, reason="dispatcher re-raises a task's own gevent.Timeout out "
-                   "of the worker: the task is neither retried nor buried, the worker dies")
 def test_a_gevent_timeout_of_the_task_itself_counts_as_a_failure(rt):
     @greenqueue.task(max_retries=0)
     def own_timeout():
@@ -293,8 +291,6 @@ def test_a_gevent_timeout_of_the_task_itself_counts_as_a_failure(rt):
     assert dead.error["type"] == "Timeout"
 
 
-@pytest.mark.xfail(strict=True, reason="dispatcher converts the interval with float() outside "
-                   "its try: a ValueError escapes and kills the worker greenlet")
 def test_a_retry_interval_that_is_not_a_number_gives_up(rt):
     @greenqueue.task(retry_interval=lambda exc, attempt: "soon")
     def flaky():

@@ -336,8 +336,6 @@ def test_the_hub_keeps_serving_other_greenlets_while_tasks_drain(make_runtime):
     assert len({n for n in seen if 0 < n < 20000}) >= 3, seen  # turns between batches
 
 
-@pytest.mark.xfail(reason="dispatcher: each of the 100 default workers runs YIELD_EVERY (2 ms) "
-                   "before yielding, so another greenlet waits ~100 x 2 ms for a turn")
 def test_other_greenlets_get_turns_with_the_default_concurrency(rt):
     seen = progress_seen_by_another_greenlet(rt, 20000)
     assert max(b - a for a, b in zip(seen, seen[1:])) <= 5000, seen
