@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 YIELD_EVERY = 0.002  # seconds of back-to-back tasks before a worker lets the hub run
 
 
+def _nothing():
+    pass
+
+
 class Counters:
     """Monotonic counts since start, read by ``Runtime.stats()``."""
 
@@ -61,6 +65,9 @@ class Dispatcher:
 
     def start(self):
         self.slice_started = time.perf_counter()
+        self._over_budget = 0          # workers parked until the next poll
+        self._next_poll = Event()
+        self._keep_polling = gevent.get_hub().loop.idle(ref=False)
         # after every poll of the loop the hub has served I/O: the workers' budget restarts
         self._polled = gevent.get_hub().loop.check(ref=False)
         self._polled.start(self._hub_polled)
@@ -69,6 +76,18 @@ class Dispatcher:
 
     def _hub_polled(self):
         self.slice_started = time.perf_counter()
+        if self._over_budget:
+            self._over_budget = 0
+            self._keep_polling.stop()
+            polled, self._next_poll = self._next_poll, Event()
+            polled.set()
+
+    def _await_poll(self):
+        """Park until the hub has polled for I/O once more (then the budget is fresh)."""
+        if not self._over_budget:
+            self._keep_polling.start(_nothing)  # an active idle watcher: the poll won't block
+        self._over_budget += 1
+        self._next_poll.wait()
 
     def stop(self, timeout):
         """Stop popping, let running tasks finish until ``timeout``, then interrupt them."""
@@ -82,8 +101,9 @@ class Dispatcher:
                            "the log and run again on the next start", len(self.running), timeout)
             gevent.killall(left, Shutdown, block=True, timeout=5)
         self._scheduler.kill(block=True, timeout=5)
-        self._polled.stop()
-        self._polled.close()
+        for watcher in (self._polled, self._keep_polling):
+            watcher.stop()
+            watcher.close()
 
     def abandon_running(self):
         """Log every running attempt as interrupted (not counted), for an exit with no drain:
@@ -108,9 +128,9 @@ class Dispatcher:
 
     def _work(self):
         """One worker's loop. The budget of back-to-back task time is shared by all workers
-        and restarts only when the hub has polled for I/O (``_hub_polled``): a worker resumed
-        right after another one yielded runs one task and yields again, so requests wait at
-        most about YIELD_EVERY plus gevent's switch interval, however many workers are busy."""
+        and restarts only when the hub has polled for I/O (``_hub_polled``): a worker past it
+        parks until the next poll (not merely behind other callbacks), so requests wait at
+        most about YIELD_EVERY, however many workers are busy."""
         pop, run, clock, metrics = self.queue.pop, self._run, time.perf_counter, self.metrics
         try:
             while not self.stopping:
@@ -126,7 +146,7 @@ class Dispatcher:
                     metrics.sample_wait(env)
                 run(env)
                 if clock() - self.slice_started >= YIELD_EVERY:
-                    gevent.sleep(0)
+                    self._await_poll()
         except Shutdown:
             pass  # stop() interrupted this worker's task; _run has logged it as interrupted
 
