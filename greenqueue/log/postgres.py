@@ -84,10 +84,12 @@ class PostgresLog(SharedLog):
         t = self.table
         self._sql_append = (
             f"WITH up AS (INSERT INTO {t} (id, state, priority, due_at, envelope) "
-            f"VALUES (%s, 0, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET state = 0, "
+            f"SELECT id, 0, priority, due_at, envelope FROM unnest(%s::text[], %s::int[], "
+            f"%s::float8[], %s::bytea[]) AS v(id, priority, due_at, envelope) "
+            f"ON CONFLICT (id) DO UPDATE SET state = 0, "
             f"priority = EXCLUDED.priority, due_at = EXCLUDED.due_at, owner = NULL, "
             f"lease_until = NULL, crashed = false, envelope = EXCLUDED.envelope, error = NULL "
-            f"RETURNING 1) SELECT pg_notify(%s, '') FROM up WHERE %s")
+            f"RETURNING 1) SELECT pg_notify(%s, '') WHERE %s AND EXISTS (SELECT 1 FROM up)")
         self._sql_bury = (
             f"INSERT INTO {t} (id, state, priority, due_at, envelope, error) "
             f"VALUES (%s, 2, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET state = 2, "
@@ -105,19 +107,26 @@ class PostgresLog(SharedLog):
 
     # -- SharedLog's server half ---------------------------------------------------------------
 
-    def _send(self, ops, env):
-        if ops:
-            with self.conn.transaction():
-                self._apply(ops)
-                if env is not None:
-                    self._append(env)
-        elif env is not None:
-            self._append(env)
+    def _send(self, ops, envs):
+        if not ops:
+            return self._append(envs)
+        with self.conn.transaction():  # in call order; a round trip per run of one kind
+            self._apply(ops)
+            if envs:
+                self._append(envs)
 
-    def _append(self, env):
-        due = env.publish_at or env.enqueued_at
-        self.conn.execute(self._sql_append, (env.id, env.priority, due, env.pack(),
-                                             self.channel, not env.publish_at))
+    def _append(self, envs):
+        if len(envs) == 1:
+            (env,) = envs
+            self.conn.execute(self._sql_append, (
+                [env.id], [env.priority], [env.publish_at or env.enqueued_at], [env.pack()],
+                self.channel, not env.publish_at))
+            return
+        latest = {env.id: env for env in envs}.values()  # one row may change once a statement
+        self.conn.execute(self._sql_append, (
+            [e.id for e in latest], [e.priority for e in latest],
+            [e.publish_at or e.enqueued_at for e in latest], [e.pack() for e in latest],
+            self.channel, any(not e.publish_at for e in latest)))
 
     def _apply(self, ops):
         """Runs of removes become one DELETE; burials one upsert each, in call order."""
@@ -210,16 +219,14 @@ class PostgresLog(SharedLog):
     # -- reading ----------------------------------------------------------------------------
 
     def pending(self):
-        self.flush()
-        rows = self._retrying("read", self._read, "envelope", "state < 2")
+        rows = self._read(self._select, "envelope", "state < 2")
         return [unpack(r[0]) for r in rows]
 
     def dead(self):
-        self.flush()
-        rows = self._retrying("read", self._read, "envelope, error", "state = 2")
+        rows = self._read(self._select, "envelope, error", "state = 2")
         return [DeadTask(unpack(r[0]), r[1]) for r in rows]
 
-    def _read(self, columns, where):
+    def _select(self, columns, where):
         return self.conn.execute(f"SELECT {columns} FROM {self.table} WHERE {where}").fetchall()
 
     def drop_all(self):

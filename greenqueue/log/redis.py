@@ -197,7 +197,7 @@ class RedisLog(SharedLog):
 
     # -- SharedLog's server half ---------------------------------------------------------------
 
-    def _send(self, ops, env):
+    def _send(self, ops, envs):
         chunks, args = [], []
         for op in ops:
             if op[0] == "remove":
@@ -207,7 +207,7 @@ class RedisLog(SharedLog):
             if len(args) >= 2 * MAX_BATCH:  # keep one script call short: Redis waits for it
                 chunks.append(args)
                 args = []
-        if env is not None:
+        for env in envs:
             args += ("A", env.id, env.pack(), repr(env.publish_at), env.priority)
         if not chunks:
             return self._send_script(self.keys, args)
@@ -242,16 +242,13 @@ class RedisLog(SharedLog):
     # -- reading ----------------------------------------------------------------------------
 
     def pending(self):
-        self.flush()
-        return [unpack(packed) for packed in self._retrying("read", self.client.hvals,
-                                                             self.keys[0])]
+        return [unpack(packed) for packed in self._read(self.client.hvals, self.keys[0])]
 
     def dead(self):
-        self.flush()
         pipe = self.client.pipeline(transaction=True)
         pipe.hgetall(self.keys[6])
         pipe.hgetall(self.keys[7])
-        envs, errors = self._retrying("read", pipe.execute)
+        envs, errors = self._read(pipe.execute)
         return [DeadTask(unpack(packed), json.loads(errors.get(task_id, b"{}")))
                 for task_id, packed in envs.items()]
 

@@ -22,6 +22,9 @@ This base class owns the parts that do not depend on the server:
 - a renewer greenlet extends the leases of the tasks this process holds every ``lease / 3``
   seconds. A lease found lost (the process stalled past it, and another may run the task
   too) is logged and counted in ``lease_lost``;
+- ``append`` is a group commit: it returns once its task is stored, but the appends of
+  greenlets that enqueue while a round trip is in flight share the next one (a hundred
+  requests enqueueing at once cost a few round trips, not a hundred in a row);
 - ``append`` retries a lost connection for ``retry_for`` seconds (short and bounded), then
   raises BackendUnavailable: an enqueue never drops a task silently.
 
@@ -56,7 +59,8 @@ class SharedLog(Log):
         self.lease_lost = 0
         self._held = {}             # task id -> None: claimed here, not yet settled on the server
         self._outbox = []           # ("remove", id) / ("bury", envelope, error), in call order
-        self._sending = Semaphore()  # one outbox in flight at a time: order on the server
+        self._sending = Semaphore()  # one write in flight at a time: order on the server
+        self._batch = _Batch()       # appends waiting for the next round trip
         self._kick = Event()
         self._closed = False
         self._greenlets = []
@@ -67,8 +71,8 @@ class SharedLog(Log):
 
     # -- to implement per server ------------------------------------------------------------
 
-    def _send(self, ops, env):
-        """Apply the outbox ``ops`` in order, then append ``env`` (if not None): one trip."""
+    def _send(self, ops, envs):
+        """Apply the outbox ``ops`` in order, then append ``envs``, in one round trip."""
         raise NotImplementedError
 
     def _claim(self, limit):
@@ -88,13 +92,25 @@ class SharedLog(Log):
     # -- the contract -----------------------------------------------------------------------
 
     def append(self, env):
-        if self._outbox or self._sending.locked():
-            with self._sending:
-                ops, self._outbox = self._outbox, []
-                self._send_or_keep(ops, env, "enqueue")
-        else:
-            self._retrying("enqueue", self._send, (), env)
-        self._held.pop(env.id, None)
+        batch = self._batch
+        batch.append(env)
+        if len(batch) > 1:  # another greenlet leads this batch: wait for its round trip
+            batch.done.wait()
+            if batch.error is not None:
+                raise BackendUnavailable(str(batch.error)) from batch.error
+            return
+        try:
+            with self._sending:  # the trip in flight ends; meanwhile others join this batch
+                self._batch = _Batch()
+                self._send_or_keep(batch, "enqueue")
+        except BaseException as exc:  # also an interruption (timeout, kill) of the leader
+            if self._batch is batch:
+                self._batch = _Batch()
+            batch.error = exc if isinstance(exc, Exception) else BackendUnavailable(
+                "the enqueue was interrupted before it was stored")
+            raise
+        finally:
+            batch.done.set()
 
     def begin(self, envs):
         pass  # the claim recorded the attempt's start; a lease that runs out counts it
@@ -113,18 +129,29 @@ class SharedLog(Log):
     def flush(self):
         """Send the outbox now (raises BackendUnavailable if the server stays away)."""
         with self._sending:
-            ops, self._outbox = self._outbox, []
-            if ops:
-                self._send_or_keep(ops, None, "acknowledge")
+            if self._outbox:
+                self._send_or_keep((), "acknowledge")
 
-    def _send_or_keep(self, ops, env, what):
+    def _send_or_keep(self, envs, what):
+        """Send the outbox and ``envs``; on failure keep the outbox, in order, for later."""
+        ops, self._outbox = self._outbox, []
         try:
-            self._retrying(what, self._send, ops, env)
+            self._retrying(what, self._send, ops, envs)
         except BaseException:
-            self._outbox[:0] = ops  # keep them, in order, for the next try
+            self._outbox[:0] = ops
             raise
+        held = self._held
         for op in ops:
-            self._held.pop(op[1] if op[0] == "remove" else op[1].id, None)
+            held.pop(op[1] if op[0] == "remove" else op[1].id, None)
+        for env in envs:
+            held.pop(env.id, None)
+
+    def _read(self, fn, *args):
+        """A read of the server after this process's own writes, on the writers' turn."""
+        with self._sending:
+            if self._outbox:
+                self._send_or_keep((), "read")
+            return self._retrying("read", fn, *args)
 
     def claim(self, limit):
         claimed = [(unpack(packed), bool(crashed)) for packed, crashed in self._claim(limit)]
@@ -200,3 +227,13 @@ class SharedLog(Log):
                 self.lease_lost += 1
                 logger.warning("the lease on task %s ran out while this process held it: "
                                "another process may run it as well", task_id)
+
+
+class _Batch(list):
+    """Envelopes that go to the server in one round trip, led by the first one's greenlet."""
+
+    error = None
+
+    def __init__(self):
+        super().__init__()
+        self.done = Event()
