@@ -79,6 +79,18 @@ class ControlServer:
             sock.close()
 
 
+def serve_stats(data_dir, provider):
+    """Start a ControlServer; None (with a warning) if the socket cannot be made, since a
+    process must keep serving its app and tasks even when ``greenqueue stats`` cannot see it
+    (an over-long path: unix socket paths are limited to ~107 bytes)."""
+    try:
+        return ControlServer(data_dir, provider).start()
+    except OSError as exc:
+        logger.warning("no control socket in %s (greenqueue stats will not see pid %d): %s",
+                       data_dir, os.getpid(), exc)
+        return None
+
+
 def _read_line(sock, limit=65536):
     data = b""
     while b"\n" not in data and len(data) < limit:

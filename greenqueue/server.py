@@ -33,7 +33,7 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 from .boot import (STARTUP_ERROR_STATUS, StartupError, bound_address, configure_logging,
                    listen, load_app, prepare_data_dir)
 from .context import log_context
-from .control import ControlServer
+from .control import serve_stats
 from .errors import GreenqueueError
 from .metrics import snapshot
 from .runtime import Runtime
@@ -150,13 +150,7 @@ class Process:
             self.runtime.start()  # replays the log: nothing is served before that is done
         except (OSError, GreenqueueError) as exc:
             raise StartupError(f"cannot start the task runtime on {data_dir}: {exc}") from None
-        self.control = ControlServer(data_dir, self.describe)
-        try:
-            self.control.start()
-        except OSError as exc:
-            logger.warning("no control socket (greenqueue stats will not see this process): "
-                           "%s", exc)
-            self.control = None
+        self.control = serve_stats(data_dir, self.describe)
         self.server = Server(sock, RequestIdMiddleware(app), handler_class=Handler,
                              spawn=Pool(), log=access_logger if opts.access_log else None,
                              error_log=logger)

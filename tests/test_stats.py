@@ -216,3 +216,12 @@ def test_wait_percentiles_cover_the_last_minute_only():
     metrics.sample_due = True
     metrics.sample_wait(_Started(publish_at=0.0, enqueued_at=time.time() - 2))
     assert metrics.sample_due is False and 2 <= metrics.waits[-1][1] < 3
+
+
+def test_a_data_dir_too_long_for_a_unix_socket_still_serves(tmp_path, procs):
+    data = tmp_path / ("d" * 120)
+    server = run_server(tmp_path, "--graceful-timeout", "0.5", data_dir=data)
+    procs.append(server)
+    assert server.get("/").status_code == 200
+    assert "no control socket" in server.output()
+    assert server.terminate() == 0

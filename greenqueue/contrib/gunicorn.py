@@ -46,7 +46,7 @@ def post_fork(server, worker):
         from gevent import monkey
         monkey.patch_all()  # the gevent worker patches later; the runtime's greenlets need it now
     from ..boot import configure_logging, prepare_data_dir
-    from ..control import ControlServer
+    from ..control import serve_stats
     from ..metrics import snapshot
     from ..runtime import Runtime
 
@@ -57,14 +57,8 @@ def post_fork(server, worker):
                       concurrency=_env("CONCURRENCY", 100, int),
                       fsync_interval=_env("FSYNC_INTERVAL", 0.5, float),
                       backpressure=_env("BACKPRESSURE", False, _truthy)).start()
-    control = ControlServer(data_dir, lambda: snapshot(runtime, {
+    control = serve_stats(data_dir, lambda: snapshot(runtime, {
         "role": "gunicorn worker", "data_dir": data_dir}))
-    try:
-        control.start()
-    except OSError as exc:
-        logger.warning("no control socket (greenqueue stats will not see pid %d): %s",
-                       os.getpid(), exc)
-        control = None
     _process.update(runtime=runtime, control=control)
     logger.info("greenqueue runtime started in gunicorn worker %d (%s)", os.getpid(),
                 runtime.log.describe())
