@@ -16,8 +16,11 @@ import logging
 import time
 import traceback
 
+from collections import deque
+
 import gevent
 from gevent.event import Event
+from gevent.hub import Waiter
 from gevent.timeout import Timeout
 
 from .context import _current_task, _log_context
@@ -65,29 +68,33 @@ class Dispatcher:
 
     def start(self):
         self.slice_started = time.perf_counter()
-        self._over_budget = 0          # workers parked until the next poll
-        self._next_poll = Event()
-        self._keep_polling = gevent.get_hub().loop.idle(ref=False)
+        self.hub = gevent.get_hub()
+        self._parked = deque()         # Waiters of workers that used up the budget
+        self._keep_polling = self.hub.loop.idle(ref=False)
         # after every poll of the loop the hub has served I/O: the workers' budget restarts
-        self._polled = gevent.get_hub().loop.check(ref=False)
+        self._polled = self.hub.loop.check(ref=False)
         self._polled.start(self._hub_polled)
         self._workers = [gevent.spawn(self._work) for _ in range(self.concurrency)]
         self._scheduler = gevent.spawn(self._schedule)
 
     def _hub_polled(self):
         self.slice_started = time.perf_counter()
-        if self._over_budget:
-            self._over_budget = 0
-            self._keep_polling.stop()
-            polled, self._next_poll = self._next_poll, Event()
-            polled.set()
+        if self._parked:  # one worker takes the fresh budget; the rest wait for later polls
+            self.hub.loop.run_callback(self._parked.popleft().switch, None)
+            if not self._parked:
+                self._keep_polling.stop()
 
     def _await_poll(self):
-        """Park until the hub has polled for I/O once more (then the budget is fresh)."""
-        if not self._over_budget:
+        """Park until the hub has polled for I/O once more and it is this worker's turn."""
+        if not self._parked:
             self._keep_polling.start(_nothing)  # an active idle watcher: the poll won't block
-        self._over_budget += 1
-        self._next_poll.wait()
+        waiter = Waiter()
+        self._parked.append(waiter)
+        try:
+            waiter.get()
+        finally:
+            if waiter in self._parked:  # interrupted (stop): leave the line
+                self._parked.remove(waiter)
 
     def stop(self, timeout):
         """Stop popping, let running tasks finish until ``timeout``, then interrupt them."""
