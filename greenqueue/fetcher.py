@@ -57,19 +57,18 @@ class Fetcher:
 
     def release(self):
         """Give back the claimed tasks still waiting in the local queue, uncounted."""
-        released = 0
-        while True:
-            env = self.queue.pop()
-            if env is None:
-                break
-            try:
-                self.log.append(env)
-                released += 1
-            except GreenqueueError as exc:
-                logger.warning("could not hand back task %s (%s): %s; it runs again once its "
-                               "lease runs out", env.name, env.id, exc)
-        if released:
-            logger.info("handed back %d claimed task(s) that had not started", released)
+        envs = []
+        while (env := self.queue.pop()) is not None:
+            envs.append(env)
+        if not envs:
+            return
+        try:
+            self.log.release(envs)
+        except GreenqueueError as exc:
+            logger.warning("could not hand back %d claimed task(s): %s; they run again once "
+                           "their lease runs out", len(envs), exc)
+        else:
+            logger.info("handed back %d claimed task(s) that had not started", len(envs))
 
     def _room(self):
         dispatcher = self.dispatcher

@@ -33,7 +33,7 @@ print("READY", flush=True)
 stop = Event()
 gevent.signal_handler(signal.SIGTERM, stop.set)
 stop.wait()
-rt.stop(timeout=5)
+rt.stop(timeout=float(sys.argv[6]))
 print("DONE", flush=True)
 """
 
@@ -45,12 +45,12 @@ def url(request):
     backends.drop(url)
 
 
-def start(url, tmp_path, name, count=0, task="work", hang=False):
+def start(url, tmp_path, name, count=0, task="work", hang=False, stop_timeout=5.0):
     env = {**os.environ, "GQ_RAN": str(tmp_path / "ran.txt")}
     if hang:
         env["GQ_HANG"] = "1"
     proc = subprocess.Popen([sys.executable, "-c", CHILD, url, name, str(count), task,
-                             str(tmp_path / f"data-{name}")], cwd=ROOT, env=env,
+                             str(tmp_path / f"data-{name}"), str(stop_timeout)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     assert line.startswith("READY"), line + proc.stderr.read()
@@ -99,6 +99,16 @@ def test_kill_9_while_holding_claims_another_process_runs_them_after_the_lease(u
     assert sorted(label for _, _, label in done) == [f"a-{i}" for i in range(5)]
     # the attempt the kill cut short counts: the second run is attempt 2
     assert {(pid, attempt) for pid, attempt, _ in done} == {(b.pid, 2)}
+
+
+def test_a_graceful_stop_hands_its_tasks_back_without_counting_the_attempt(url, tmp_path):
+    a = start(url, tmp_path, "a", 5, task="hang", hang=True, stop_timeout=0.2)
+    wait_until(lambda: len(runs(tmp_path, "started")) == 5, timeout=10, what="5 claims held")
+    finish(a)  # SIGTERM: the running attempts are interrupted past the drain timeout
+    b = start(url, tmp_path, "b")
+    wait_until(lambda: len(runs(tmp_path)) == 5, timeout=10, what="the handed-back tasks")
+    finish(b)
+    assert {(pid, attempt) for pid, attempt, _ in runs(tmp_path)} == {(b.pid, 1)}
 
 
 def test_a_task_that_used_its_retries_on_crashes_is_buried(url, tmp_path):
