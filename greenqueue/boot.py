@@ -98,6 +98,8 @@ def parse_bind(bind):
 
 def listen(bind, backlog=1024):
     family, address = parse_bind(bind)
+    if family == socket.AF_UNIX:
+        _remove_stale_unix_socket(address)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         if family != socket.AF_UNIX:
@@ -113,6 +115,28 @@ def listen(bind, backlog=1024):
             reason = "permission denied (ports below 1024 need privileges)"
         raise StartupError(f"cannot listen on {bind}: {reason}") from None
     return sock
+
+
+def _remove_stale_unix_socket(path):
+    """A socket file nobody listens on (left by a killed server) would make bind fail."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)
+    except OSError:
+        pass  # missing, or not a socket: bind reports it
+    finally:
+        probe.close()
+
+
+def remove_socket_file(address):
+    """After the last close of a ``unix:PATH`` listener (``bound_address``), remove its file."""
+    if address and address.startswith("unix:"):
+        try:
+            os.unlink(address[5:])
+        except OSError:
+            pass
 
 
 def bound_address(sock):

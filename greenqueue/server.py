@@ -31,7 +31,7 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from .boot import (STARTUP_ERROR_STATUS, StartupError, bound_address, configure_logging,
-                   listen, load_app, prepare_data_dir)
+                   listen, load_app, prepare_data_dir, remove_socket_file)
 from .context import log_context
 from .control import serve_stats
 from .errors import GreenqueueError
@@ -196,6 +196,8 @@ class Process:
         deadline = time.monotonic() + self.options.graceful_timeout
         started = time.monotonic()
         self.server.drain(deadline)
+        if not self.supervised:   # the supervisor owns a shared socket
+            remove_socket_file(self.address)
         self.runtime.stop(timeout=max(0.0, deadline - time.monotonic()))
         if self.control is not None:
             self.control.stop()

@@ -27,7 +27,7 @@ from gevent.event import Event
 from gevent.socket import wait_read
 
 from .boot import (STARTUP_ERROR_STATUS, StartupError, bound_address, configure_logging,
-                   listen, prepare_data_dir)
+                   listen, prepare_data_dir, remove_socket_file)
 
 logger = logging.getLogger("greenqueue.supervisor")
 READY_TIMEOUT = 120.0    # seconds a worker may take to import the app and replay its log
@@ -77,7 +77,9 @@ class Supervisor:
         slots += [gevent.spawn(self._keep, slot, None) for slot in range(1, opts.workers)]
         self._stopped.wait()
         gevent.joinall(slots)
+        address = bound_address(self.listener)
         self.listener.close()
+        remove_socket_file(address)
         logger.info("supervisor stopped")
         return self.status
 

@@ -222,6 +222,28 @@ def test_max_rss_recycles_a_worker_past_the_limit(tmp_path, procs):
     assert supervisor.terminate() == 0
 
 
+def test_unix_socket_bind_replaces_a_stale_socket_file_and_removes_it_on_exit(tmp_path, procs):
+    path = str(tmp_path / "app.sock")
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(path)            # left behind by a killed server: nobody listens
+    stale.close()
+    server = Proc(greenqueue("run", "examples.wsgi_app:app", "--bind", f"unix:{path}",
+                             "--data-dir", tmp_path / "data", "--backend", "memory"),
+                  tmp_path / "unix.log")
+    procs.append(server)
+    server.wait_for(f"on unix:{path}")
+    client = socket.socket(socket.AF_UNIX)
+    client.connect(path)
+    client.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    answer = b""
+    while chunk := client.recv(65536):
+        answer += chunk
+    client.close()
+    assert answer.startswith(b"HTTP/1.1 200") and b"X-Request-Id: " in answer
+    assert server.terminate() == 0
+    assert not os.path.exists(path)
+
+
 # -- start-up errors ----------------------------------------------------------------------------
 
 def start_fails(tmp_path, *args, cwd=ROOT):
