@@ -41,6 +41,7 @@ class Fetcher:
         self.claimed = 0
         self._idle = Event()
         self._greenlet = None
+        self._blocked = False   # in a wait that may be cut short (not in the middle of a claim)
 
     def start(self):
         self._greenlet = gevent.spawn(self._run)
@@ -50,10 +51,18 @@ class Fetcher:
         self._idle.set()
 
     def stop(self):
-        """Claim no more. Call ``release()`` once the workers have stopped."""
+        """Claim no more. Call ``release()`` once the workers have stopped.
+
+        A claim in flight is let finish (killed mid-way, its tasks would sit claimed until
+        their lease ran out, and count as crashed); a wait on the server is cut short."""
         self.stopping = True
-        if self._greenlet is not None:
-            self._greenlet.kill(block=True, timeout=5)
+        self._idle.set()
+        greenlet = self._greenlet
+        if greenlet is None:
+            return
+        if not self._blocked:
+            greenlet.join(timeout=5)
+        greenlet.kill(block=True, timeout=5)
 
     def release(self):
         """Give back the claimed tasks still waiting in the local queue, uncounted."""
@@ -87,7 +96,11 @@ class Fetcher:
                 if not claimed:
                     wait = self.log.next_change
                     wait = IDLE_WAIT if wait is None else min(max(wait, 0.0), IDLE_WAIT)
-                    self.log.wait(wait)
+                    self._blocked = True
+                    try:
+                        self.log.wait(wait)
+                    finally:
+                        self._blocked = False
                     continue
             except Exception as exc:  # the server went away, or a bug: keep fetching
                 if isinstance(exc, self.log.connection_errors + (GreenqueueError,)):
@@ -96,7 +109,9 @@ class Fetcher:
                 else:
                     logger.exception("fetching from %s", self.log.describe())
                 self.log._reconnect()
+                self._blocked = True
                 gevent.sleep(pause)
+                self._blocked = False
                 pause = min(pause * 2, MAX_PAUSE)
                 continue
             pause = 0.1
