@@ -26,6 +26,16 @@ def _option(*names, env, **kwargs):
                         show_default=True, **kwargs)
 
 
+def _check_backend(ctx, param, value):
+    from .errors import ConfigError
+    from .log import check_backend
+    try:
+        check_backend(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
 def _data_dir_option(fn):
     return _option("--data-dir", env="DATA_DIR", default="greenqueue-data",
                    type=click.Path(file_okay=False),
@@ -61,8 +71,9 @@ def _data_dir_option(fn):
 @_option("--max-tasks", env="MAX_TASKS", default=None, type=click.IntRange(min=1),
          metavar="N", help="Recycle a worker after N task attempts (minus up to 10 % jitter). "
                            "Implies --workers 1 when --workers is 0.")
-@_option("--backend", env="BACKEND", default="disk", type=click.Choice(["disk", "memory"]),
-         help="Task log: disk (durable) or memory (lost on exit; for experiments).")
+@_option("--backend", env="BACKEND", default="disk", callback=_check_backend,
+         help="Task log: disk (durable, in --data-dir), memory (lost on exit; for experiments), "
+              "or a redis:// or postgresql:// URL shared by many processes and hosts.")
 def run(target, **settings):
     """Serve the WSGI app MODULE:ATTR (or MODULE:factory()) with gevent and run its tasks.
 

@@ -144,12 +144,14 @@ class Process:
         else:
             sock = listen(opts.bind)
         self.address = bound_address(sock)
-        self.runtime = Runtime(backend=opts.backend, path=data_dir, concurrency=opts.concurrency,
-                               fsync_interval=opts.fsync_interval, backpressure=opts.backpressure)
         try:
+            self.runtime = Runtime(backend=opts.backend, path=data_dir,
+                                   concurrency=opts.concurrency,
+                                   fsync_interval=opts.fsync_interval,
+                                   backpressure=opts.backpressure)
             self.runtime.start()  # replays the log: nothing is served before that is done
         except (OSError, GreenqueueError) as exc:
-            raise StartupError(f"cannot start the task runtime on {data_dir}: {exc}") from None
+            raise StartupError(f"cannot start the task runtime: {exc}") from None
         self.control = serve_stats(data_dir, self.describe)
         self.server = Server(sock, RequestIdMiddleware(app), handler_class=Handler,
                              spawn=Pool(), log=access_logger if opts.access_log else None,

@@ -375,3 +375,22 @@ def test_middleware_leaves_an_id_set_by_the_app_alone():
     headers = []
     RequestIdMiddleware(app)({}, lambda status, h, exc_info=None: headers.extend(h)).close()
     assert headers == [("x-request-id", "from-app")]
+
+
+def test_workers_on_a_shared_redis_log(tmp_path, procs):
+    from tests.backends import drop, redis_url
+    url = redis_url()
+    try:
+        supervisor = run_server(tmp_path, "--workers", "2", "--backend", url,
+                                "--graceful-timeout", "1")
+        procs.append(supervisor)
+        wait_until(lambda: len(control_sockets(tmp_path / "data")) == 2, what="two workers")
+        task_id = enqueue(supervisor, "shared", 0, request_id="shared-req").json()["task_id"]
+        supervisor.wait_for(rf"\[shared-req\] examples\.tasks: .*done \(task {task_id}\)")
+        report = stats_json(tmp_path / "data")
+        assert len(report["processes"]) == 2
+        assert all(p["log"].startswith("Redis") for p in report["processes"])
+        assert report["total"]["processed"] == 1
+        assert supervisor.terminate() == 0
+    finally:
+        drop(url)
