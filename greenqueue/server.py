@@ -36,7 +36,7 @@ from .context import log_context
 from .control import serve_stats
 from .errors import GreenqueueError
 from .metrics import snapshot
-from .runtime import Runtime
+from .runtime import Runtime, current_runtime
 from .wsgi import ENVIRON_KEY, RequestIdMiddleware
 
 logger = logging.getLogger("greenqueue.server")
@@ -144,14 +144,21 @@ class Process:
         else:
             sock = listen(opts.bind)
         self.address = bound_address(sock)
-        try:
-            self.runtime = Runtime(backend=opts.backend, path=data_dir,
-                                   concurrency=opts.concurrency,
-                                   fsync_interval=opts.fsync_interval,
-                                   backpressure=opts.backpressure)
-            self.runtime.start()  # replays the log: nothing is served before that is done
-        except (OSError, GreenqueueError) as exc:
-            raise StartupError(f"cannot start the task runtime: {exc}") from None
+        self.runtime = current_runtime()
+        if self.runtime is not None:
+            # the app started one while it was imported (greenqueue.start(), or an enqueue)
+            logger.warning("the app started its own greenqueue runtime (%s); serving with it, "
+                           "so --data-dir/--backend/--concurrency do not apply to its tasks",
+                           self.runtime.log.describe())
+        else:
+            try:
+                self.runtime = Runtime(backend=opts.backend, path=data_dir,
+                                       concurrency=opts.concurrency,
+                                       fsync_interval=opts.fsync_interval,
+                                       backpressure=opts.backpressure)
+                self.runtime.start()  # replays the log: nothing is served before that is done
+            except (OSError, GreenqueueError) as exc:
+                raise StartupError(f"cannot start the task runtime: {exc}") from None
         self.control = serve_stats(data_dir, self.describe)
         self.server = Server(sock, RequestIdMiddleware(app), handler_class=Handler,
                              spawn=Pool(), log=access_logger if opts.access_log else None,
@@ -161,7 +168,7 @@ class Process:
             gevent.signal_handler(signum, self._on_signal, signum)
         logger.info("serving %s on %s (pid %d, %s, %d task worker(s))", opts.target,
                     self.address if self.address.startswith("unix:") else f"http://{self.address}",
-                    os.getpid(), self.runtime.log.describe(), opts.concurrency)
+                    os.getpid(), self.runtime.log.describe(), self.runtime.concurrency)
         if self.ready_fd is not None:
             os.write(self.ready_fd, b"ready\n")
             os.close(self.ready_fd)
