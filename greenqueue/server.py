@@ -241,7 +241,7 @@ class Process:
             "target": opts.target,
             "bind": self.address,
             "data_dir": os.path.abspath(opts.data_dir),
-            "concurrency": opts.concurrency,
+            "concurrency": self.runtime.concurrency,
             "connections": len(self.server.connections) if self.server else 0,
             "draining": self.stop_reason is not None,
             "max_tasks": self.limits[0],
