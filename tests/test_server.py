@@ -106,6 +106,23 @@ def test_sigterm_finishes_in_flight_requests_and_closes_idle_connections(tmp_pat
         requests.get(server.url + "/", timeout=5)
 
 
+def test_an_app_that_starts_its_own_runtime_is_served_with_it(tmp_path, procs):
+    (tmp_path / "own_runtime.py").write_text(
+        "import greenqueue\n"
+        "greenqueue.start(backend='memory', concurrency=3)\n\n\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [])\n"
+        "    return [b'ok']\n")
+    server = Proc(greenqueue("run", "own_runtime:app", "--bind", "127.0.0.1:0", "--data-dir",
+                             tmp_path / "data"), tmp_path / "own.log", cwd=tmp_path)
+    procs.append(server)
+    server.wait_for_url()
+    assert server.get("/").text == "ok"
+    assert "the app started its own greenqueue runtime" in server.output()
+    assert stats_json(tmp_path / "data")["processes"][0]["concurrency"] == 3
+    assert server.terminate() == 0
+
+
 def restart_and_see_task_start(tmp_path, procs, user, task_id):
     """Start again on the same data directory: the task left in the log starts on its first
     attempt still (a shutdown uses up no attempt). Returns the new server's output."""
