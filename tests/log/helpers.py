@@ -14,6 +14,13 @@ def envelope(publish_at=0.0, priority=0, payload=b"\x80\x05N.", name="tests.task
     return Envelope(new_id(), name, payload, priority, publish_at, 0, 1.0)
 
 
+def abandon(log):
+    """Leave a log as kill -9 leaves it: no flush of batched removes, no fsync, locks released."""
+    log._flusher.kill()
+    for _, fd in log.segments:
+        os.close(fd)
+
+
 def reopen(path, **options):
     """What a fresh process would see: open the directory, read it, close again."""
     log = DiskLog(path, **options)

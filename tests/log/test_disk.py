@@ -12,7 +12,7 @@ from greenqueue.log.disk import DiskLog, segment_paths
 from greenqueue.log.format import HEADER_SIZE
 from tests import tasks
 from tests.log import disk_tasks
-from tests.log.helpers import envelope, reopen, run_child
+from tests.log.helpers import abandon, envelope, reopen, run_child
 
 
 def test_directory_0700_and_segments_0600(tmp_path):
@@ -34,10 +34,7 @@ def test_replay_keeps_pending_delayed_dead_and_forgets_finished(tmp_path):
         log.append(env)
     log.remove(done.id)
     log.bury(dead.replace(attempt=6), {"type": "KeyError", "message": "x", "traceback": "tb"})
-    os.close(log.fd)  # simulate kill -9: no close(), nothing flushed beyond what os.write took
-    for _, fd in log.segments[:-1]:
-        os.close(fd)
-    log._flusher.kill()
+    abandon(log)  # kill -9: nothing flushed beyond what os.write took
     pending, dead_set, crashed = reopen(path)
     # the remove of `done` sat in the batch buffer and may be lost: at-least-once
     assert {now_task.id, later.id} <= set(pending) <= {now_task.id, later.id, done.id}
@@ -74,9 +71,7 @@ def test_begin_without_end_counts_the_attempt(tmp_path):
     log.append(a)
     log.append(b)
     log.begin([a])
-    log._flusher.kill()
-    for _, fd in log.segments:
-        os.close(fd)  # the process "dies" mid-attempt
+    abandon(log)
     pending, _, crashed = reopen(path)
     assert crashed == {a.id}
     assert pending[a.id].attempt == 1 and pending[b.id].attempt == 0
@@ -196,9 +191,7 @@ def test_signed_log_refuses_tampered_records(tmp_path, caplog):
     log.append(good)
     log.append(bad)
     segment = segment_paths(path)[0]
-    log._flusher.kill()
-    for _, fd in log.segments:
-        os.close(fd)
+    abandon(log)
     data = bytearray(open(segment, "rb").read())
     at = data.index(b"evil-payload")
     data[at:at + 4] = b"EVIL"
@@ -279,9 +272,7 @@ def test_torn_tail_is_the_end_not_an_error(tmp_path, caplog):
     envs = [envelope() for _ in range(10)]
     for env in envs:
         log.append(env)
-    log._flusher.kill()
-    for _, fd in log.segments:
-        os.close(fd)
+    abandon(log)
     segment = segment_paths(path)[0]
     with open(segment, "ab") as f:
         f.write(b"\xa7\x01\x50\x00")  # half a frame header
@@ -329,9 +320,7 @@ def test_rotation_copies_each_pending_task_once(tmp_path):
     (segment,) = segment_paths(path)
     report = summarize(segment)
     assert report["records"]["add"] == 2 and report["records"]["begin"] == 1
-    log._flusher.kill()
-    for _, fd in log.segments:
-        os.close(fd)
+    abandon(log)
     pending, _, crashed = reopen(path)
     assert set(pending) == {a.id, b.id} and crashed == {b.id}
     assert pending[a.id].attempt == 2 and pending[a.id].publish_at == 4.5e9

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from greenqueue.log.disk import DiskLog, segment_paths
-from tests.log.helpers import envelope
+from tests.log.helpers import abandon, envelope
 
 GREENQUEUE = os.path.join(os.path.dirname(sys.executable), "greenqueue")
 
@@ -16,9 +16,7 @@ def make_log(path):
     for env in (a, b, c):
         log.append(env)
     log.bury(c.replace(attempt=6), {"type": "E", "message": "m", "traceback": ""})
-    log._flusher.kill()
-    for _, fd in log.segments:
-        os.close(fd)   # left as a crashed process leaves it
+    abandon(log)
 
 
 def test_inspect_json_counts_kinds_tasks_and_damage(tmp_path):
