@@ -1,0 +1,63 @@
+"""One runtime on a shared backend behaves as on the disk log: priority, delay, retries, the
+dead set. (Several processes: tests/test_shared_backends.py.)"""
+import pytest
+
+import greenqueue
+from tests import backends, tasks
+from tests.helpers import wait_until
+
+
+@pytest.fixture(params=["redis", "postgres"])
+def shared_rt(request):
+    url = backends.shared_url(request.param)
+    runtimes = []
+
+    def make(**settings):
+        runtime = greenqueue.Runtime(backend=url, **settings).start()
+        runtimes.append(runtime)
+        return runtime
+    yield make
+    tasks.gate.set()
+    for runtime in runtimes:
+        runtime.stop(timeout=1)
+    backends.drop(url)
+
+
+def test_claims_follow_priority_then_enqueue_order(shared_rt):
+    rt = shared_rt(concurrency=1)
+    tasks.hold.enqueue("hold")
+    wait_until(lambda: tasks.seen == ["hold"], what="the worker to be held")
+    tasks.record.enqueue(1)
+    tasks.urgent.enqueue(2)
+    tasks.record.enqueue(3)
+    assert rt.queue.ready == 0  # enqueue went to the server, not to the local queue
+    tasks.gate.set()
+    wait_until(lambda: len(tasks.seen) == 4, timeout=5, what="all four tasks")
+    assert tasks.seen == ["hold", 2, 1, 3]
+
+
+def test_delayed_tasks_wait_on_the_server(shared_rt):
+    rt = shared_rt()
+    task_id = tasks.record.enqueue("later", delay=0.3)
+    assert [env.id for env in rt.log.pending()] == [task_id]
+    wait_until(lambda: tasks.seen == ["later"], timeout=5, what="the delayed task")
+    wait_until(lambda: rt.log.pending() == [], what="its acknowledgement")
+
+
+def test_retries_go_through_the_server_and_count_attempts(shared_rt):
+    shared_rt()
+    tasks.fails_until.enqueue("k", 3)
+    wait_until(lambda: len(tasks.infos) == 3, timeout=5, what="three attempts")
+    assert [attempt for _, attempt, _, _ in tasks.infos] == [1, 2, 3]
+
+
+def test_dead_set_retry_and_purge(shared_rt):
+    rt = shared_rt()
+    dead_id = tasks.fails_while.enqueue("d")
+    tasks.boom.enqueue(1)
+    wait_until(lambda: len(rt.dead()) == 2, timeout=5, what="two dead tasks")
+    assert rt.retry_dead(dead_id) == dead_id
+    wait_until(lambda: tasks.seen == ["d"], timeout=5, what="the revived task")
+    assert [d.name for d in rt.dead()] == ["tests.tasks:boom"]
+    assert rt.purge_dead() == 1
+    assert rt.dead() == [] and rt.stats()["dead"] == 0
