@@ -17,6 +17,10 @@ Reading: ``pending()`` yields the envelopes to run or wait for (crash-interrupte
 counted), ``dead()`` the dead set as :class:`DeadTask`. ``sync()`` blocks the calling greenlet
 until everything written so far is on stable storage (group commit), ``close()`` flushes and
 releases the log. Backends see envelopes' fields and opaque payload bytes; none imports a task.
+
+Backends: ``memory.py``, ``disk.py`` (the default), and the shared logs ``redis.py`` and
+``postgres.py``, which many processes use at once: they add claims under a lease (see
+``shared.py``) and the runtime then feeds its workers from them instead of replaying.
 """
 from dataclasses import dataclass
 

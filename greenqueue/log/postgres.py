@@ -4,8 +4,10 @@ The layout and its migrations live in ``pg_schema.py``; a schema that is absent 
 start (``greenqueue db migrate --backend URL`` does the same ahead of a deploy). Choose the
 schema with ``?schema=name`` in the URL (default ``public``).
 
-- enqueue is one statement: an upsert, with ``pg_notify`` in the same statement when the
-  task is due now, so an idle fetcher (blocked in LISTEN on its own connection) wakes up;
+- enqueue is one statement: an upsert of a batch (see shared.py: group commit), with
+  ``pg_notify`` in the same statement when a task is due within ``SOON`` seconds, so an idle
+  fetcher (blocked in LISTEN on its own connection) wakes up and runs it, or learns its due
+  time and sleeps until then;
 - a claim is one statement: ``UPDATE ... WHERE id IN (SELECT ... ORDER BY priority DESC,
   due_at LIMIT n FOR UPDATE SKIP LOCKED) RETURNING``: many processes take disjoint batches
   without waiting on each other's row locks;
@@ -38,6 +40,7 @@ except ImportError as exc:
                       "pip install 'greenqueue[postgres]'") from exc
 
 NOW = "extract(epoch from clock_timestamp())"
+SOON = 1.0                 # a delayed task due sooner than this wakes idle fetchers too
 _attempt = struct.Struct("<I")
 ATTEMPT_AT = 20            # byte offset of ``attempt`` in a packed envelope (see envelope.py)
 
@@ -116,17 +119,12 @@ class PostgresLog(SharedLog):
                 self._append(envs)
 
     def _append(self, envs):
-        if len(envs) == 1:
-            (env,) = envs
-            self.conn.execute(self._sql_append, (
-                [env.id], [env.priority], [env.publish_at or env.enqueued_at], [env.pack()],
-                self.channel, not env.publish_at))
-            return
         latest = {env.id: env for env in envs}.values()  # one row may change once a statement
+        soon = time.time() + SOON
         self.conn.execute(self._sql_append, (
             [e.id for e in latest], [e.priority for e in latest],
             [e.publish_at or e.enqueued_at for e in latest], [e.pack() for e in latest],
-            self.channel, any(not e.publish_at for e in latest)))
+            self.channel, any(e.publish_at < soon for e in latest)))
 
     def _apply(self, ops):
         """Runs of removes become one DELETE; burials one upsert each, in call order."""
