@@ -141,6 +141,8 @@ def stats(data_dir, as_json, watch):
 from .cli_log import log_group  # noqa: E402
 
 cli.add_command(log_group)
+from .cli_dead import dead_group  # noqa: E402
+cli.add_command(dead_group)
 
 
 def main():

@@ -1,4 +1,4 @@
-"""The control socket: each running process answers stats queries on a unix socket.
+"""The control socket: each running process answers stats and dead-set commands on a unix socket.
 
 Duties:
 - :class:`ControlServer` listens on ``DATA_DIR/control-PID.sock`` (mode 0600: only the owner
@@ -8,7 +8,9 @@ Duties:
   listens: the connection is refused), never failing because of them.
 
 Protocol: the client sends one JSON line (``{"cmd": "stats"}``), the server answers one JSON line
-and closes. A line, not a framing layer: the answers are small and the queries rare.
+and closes. A line, not a framing layer: the answers are small and the queries rare. Commands:
+``stats``; ``dead_list`` (``task``), ``dead_show`` (``id``), ``dead_retry`` and ``dead_purge``
+(``ids``, a list): see greenqueue/deadset.py, which acts on the process's running runtime.
 """
 import errno
 import json
@@ -17,6 +19,7 @@ import os
 import socket
 
 PREFIX = "control-"
+DEAD_COMMANDS = ("dead_list", "dead_show", "dead_retry", "dead_purge")
 SUFFIX = ".sock"
 logger = logging.getLogger(__name__)
 
@@ -64,8 +67,12 @@ class ControlServer:
         try:
             sock.settimeout(5)
             request = json.loads(_read_line(sock) or b"{}")
-            if request.get("cmd", "stats") == "stats":
+            cmd = request.get("cmd", "stats")
+            if cmd == "stats":
                 answer = self.provider()
+            elif cmd in DEAD_COMMANDS:
+                from .deadset import answer as dead_answer
+                answer = dead_answer(request)
             else:
                 answer = {"error": f"unknown command {request.get('cmd')!r}"}
         except Exception as exc:  # noqa: BLE001 - a bad query must not hurt the process
@@ -116,21 +123,22 @@ def control_sockets(data_dir):
     return found
 
 
-def query(path, cmd="stats", timeout=3.0):
-    """Ask one socket; raises OSError (refused, missing, timed out) or ValueError (bad answer)."""
+def query(path, cmd="stats", timeout=3.0, **args):
+    """Ask one socket; raises OSError (refused, missing, timed out) or ValueError (bad answer).
+    ``args`` go into the request next to ``cmd`` (JSON-ready values)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect(path)
-        sock.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
+        sock.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
         line = _read_line(sock, limit=16 * 1024 * 1024)
     finally:
         sock.close()
     return json.loads(line)
 
 
-def query_all(data_dir, timeout=3.0, clean=True):
-    """Ask every process serving in ``data_dir``.
+def query_all(data_dir, timeout=3.0, clean=True, cmd="stats", **args):
+    """Ask every process serving in ``data_dir`` (``cmd`` with ``args``; default: stats).
 
     Returns ``(live, stale, unresponsive)``: the answers (dicts with at least ``pid``), the pids
     whose socket nobody listens on any more (their files are removed when ``clean``), and the
@@ -139,7 +147,7 @@ def query_all(data_dir, timeout=3.0, clean=True):
     live, stale, unresponsive = [], [], []
     for pid, path in control_sockets(data_dir):
         try:
-            answer = query(path, timeout=timeout)
+            answer = query(path, cmd, timeout=timeout, **args)
         except (ConnectionRefusedError, FileNotFoundError):
             stale.append(pid)
             if clean:

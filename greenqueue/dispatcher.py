@@ -55,6 +55,7 @@ class Dispatcher:
         self.middleware = []        # objects with on_perform(envelope, call_next)
         self.metrics = Metrics()    # the runtime hands in its own; sampled, see metrics.py
         self.running = {}           # task id -> envelope, for stats and shutdown
+        self.first_failed = {}      # task id -> time of its first failure here (dead show)
         self.local = True           # False with a shared log: retries go to the log only
         self.on_idle = None         # called when a worker finds nothing to run (fetcher.py)
         self.stopping = False
@@ -197,6 +198,8 @@ class Dispatcher:
             else:
                 self.log.remove(task_id)
                 self.counters.processed += 1
+                if self.first_failed:
+                    self.first_failed.pop(task_id, None)
             finally:
                 if timer is not None:
                     timer.close()
@@ -219,6 +222,9 @@ class Dispatcher:
     def _failed(self, env, spec, exc):
         self.counters.failed += 1
         attempt = env.attempt + 1
+        if len(self.first_failed) > 100000:  # retries taken over by other processes
+            self.first_failed.clear()
+        self.first_failed.setdefault(env.id, time.time())
         interval = None
         if attempt <= spec.max_retries:
             try:
@@ -242,6 +248,9 @@ class Dispatcher:
 
     def _bury(self, env, exc):
         error = describe_error(exc)
+        first = self.first_failed.pop(env.id, None)
+        if first is not None:  # unknown when earlier attempts failed before a restart
+            error["first_failed_at"] = first
         logger.error("task %s (%s) is dead after %d attempt(s): %s: %s\n%s", env.name, env.id,
                      env.attempt, error["type"], error["message"], error["traceback"])
         self.log.bury(env, error)

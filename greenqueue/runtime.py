@@ -291,15 +291,26 @@ class Runtime:
 
     def retry_dead(self, task_id):
         """Take a task out of the dead set and run it again with a fresh retry budget."""
-        found = {d.id: d for d in self._log().dead()}.get(task_id)
-        if found is None:
+        if not self.retry_dead_many([task_id]):
             raise KeyError(f"no dead task with id {task_id!r}")
-        env = found.envelope.replace(attempt=0, publish_at=0.0)
-        self.log.append(env)
-        if self._local:
-            self.queue.push(env)
-        self.counters.dead -= 1
-        return env.id
+        return task_id
+
+    def retry_dead_many(self, task_ids):
+        """``retry_dead`` for many ids with one read of the dead set (``greenqueue dead retry
+        --all`` sends thousands); returns the ids that were dead, skipping the others."""
+        dead = {d.id: d for d in self._log().dead()}
+        retried = []
+        for task_id in task_ids:
+            found = dead.pop(task_id, None)
+            if found is None:
+                continue
+            env = found.envelope.replace(attempt=0, publish_at=0.0)
+            self.log.append(env)
+            if self._local:
+                self.queue.push(env)
+            self.counters.dead -= 1
+            retried.append(task_id)
+        return retried
 
     def purge_dead(self, task_ids=None):
         """Forget dead tasks (all of them by default); returns how many went."""

@@ -1,0 +1,150 @@
+"""``greenqueue dead``: the dead set through live processes' control sockets, and on the log
+files when no process runs; ``retry --all`` over 10 000 tasks with a real server."""
+import fcntl
+import json
+import os
+import subprocess
+
+from click.testing import CliRunner
+
+from greenqueue.cli import cli
+from tests.serving import ROOT, greenqueue, needs_disk, procs, run_server, stats_json, wait_until
+
+__all__ = ["procs"]
+APP = "tests.dead_app:app"
+FRAGILE = "tests.dead_app:fragile"
+
+
+def dead(*args, check=True):
+    out = subprocess.run(greenqueue("dead", *map(str, args)), cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, stdin=subprocess.DEVNULL)
+    if check:
+        assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+def dead_json(data_dir, *args):
+    return json.loads(dead("list", "--json", "--data-dir", data_dir, *args).stdout)
+
+
+def start(tmp_path, *args, name="server"):
+    env = {"GQ_BROKEN": str(tmp_path / "broken"), "GQ_RAN": str(tmp_path / "ran")}
+    return run_server(tmp_path, "--graceful-timeout", "1", *args,
+                      app=APP, env=env, name=name)
+
+
+def ran(tmp_path):
+    try:
+        with open(tmp_path / "ran") as f:
+            return f.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def fill(server, n, **query):
+    response = server.get("/fill", params={"n": n, **query}, timeout=60)
+    assert response.status_code == 200
+    return response.json()["ids"]
+
+
+@needs_disk
+def test_list_show_retry_purge_through_a_live_process(tmp_path, procs):
+    data = tmp_path / "data"
+    (tmp_path / "broken").touch()
+    server = start(tmp_path)
+    procs.append(server)
+    hostile = fill(server, 2, label="<script>alert(1)</script>")
+    others = fill(server, 1, task="other")
+    wait_until(lambda: len(dead_json(data)) == 3, what="three dead tasks")
+
+    listed = dead_json(data)
+    assert {d["id"] for d in listed} == set(hostile + others)
+    assert all(d["pid"] == server.pid and d["attempts"] == 1 for d in listed)
+    assert [d["id"] for d in dead_json(data, "--task", FRAGILE)] == hostile
+    human = dead("list", "--data-dir", data).stdout
+    assert "3 dead task(s)" in human and "Broken: broken on purpose" in human
+
+    shown = json.loads(dead("show", hostile[0], "--json", "--data-dir", data).stdout)
+    assert shown["args"] == ["0"] and shown["kwargs"] == {"label": "'<script>alert(1)</script>'"}
+    assert "raise Broken" in shown["traceback"] and shown["first_failed_at"]
+    text = dead("show", hostile[0], "--data-dir", data).stdout
+    for line in ("task:", "arguments:", "attempts:", "first failure:", "last failure:",
+                 "Traceback (most recent call last)"):
+        assert line in text
+    missing = dead("show", "nosuchid", "--data-dir", data, check=False)
+    assert missing.returncode == 1 and "no dead task with id nosuchid" in missing.stderr
+
+    os.unlink(tmp_path / "broken")
+    partly = dead("retry", hostile[0], "nosuchid", "--data-dir", data, check=False)
+    assert partly.returncode == 1 and "retried 1 dead task(s)" in partly.stdout
+    wait_until(lambda: ran(tmp_path) == ["<script>alert(1)</script> 0"], what="the retry ran")
+    assert dead("purge", others[0], "--data-dir", data).stdout.startswith("purged 1")
+    assert [d["id"] for d in dead_json(data)] == [hostile[1]]
+    assert stats_json(data)["processes"][0]["dead"] == 1
+
+
+@needs_disk
+def test_with_no_process_the_commands_work_on_the_log_under_its_locks(tmp_path, procs):
+    data = tmp_path / "data"
+    (tmp_path / "broken").touch()
+    server = start(tmp_path)
+    procs.append(server)
+    ids = fill(server, 3, label="offline")
+    wait_until(lambda: len(dead_json(data)) == 3, what="three dead tasks")
+    assert server.terminate() == 0
+
+    assert [d["id"] for d in dead_json(data)] == ids          # read from the files
+    assert "pid" not in dead_json(data)[0]
+    shown = json.loads(dead("show", ids[0], "--json", "--data-dir", data).stdout)
+    assert shown["args"] == ["0"] and "Broken" in shown["traceback"]
+    os.unlink(tmp_path / "broken")
+    out = dead("retry", ids[0], "--data-dir", data).stdout
+    assert "retried 1 dead task(s); they run when a process next starts" in out
+    assert dead("purge", ids[1], "--data-dir", data).stdout.startswith("purged 1")
+    assert [d["id"] for d in dead_json(data)] == [ids[2]]
+
+    # a segment someone holds (as a live process would) is not theirs to change
+    segments = sorted(p for p in os.listdir(data) if p.endswith(".wal"))
+    held = [os.open(data / name, os.O_RDWR) for name in segments]
+    try:
+        for fd in held:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        refused = dead("purge", ids[2], "--data-dir", data, check=False)
+        assert refused.returncode == 1 and "no dead task with id" in refused.stderr
+    finally:
+        for fd in held:
+            os.close(fd)
+
+    again = start(tmp_path, name="again")
+    procs.append(again)
+    wait_until(lambda: ran(tmp_path) == ["offline 0"], what="the retried task ran on start")
+    assert [d["id"] for d in dead_json(data)] == [ids[2]]
+
+
+@needs_disk
+def test_retry_all_reruns_ten_thousand_dead_tasks_with_a_progress_bar(tmp_path, procs):
+    data = tmp_path / "data"
+    (tmp_path / "broken").touch()
+    server = start(tmp_path)
+    procs.append(server)
+    assert fill(server, 10000, label="many") == 10000
+    wait_until(lambda: stats_json(data)["processes"][0]["dead"] == 10000, timeout=60,
+               interval=0.2, what="10 000 dead tasks")
+    os.unlink(tmp_path / "broken")
+
+    out = dead("retry", "--all", "--task", FRAGILE, "--data-dir", data)
+    assert "retrying 10000 task(s)" in out.stderr       # the progress bar's label
+    assert out.stdout.strip() == "retried 10000 dead task(s)"
+    wait_until(lambda: len(ran(tmp_path)) >= 10000, timeout=60, interval=0.2,
+               what="10 000 re-runs")
+    assert sorted(ran(tmp_path)) == sorted(f"many {n}" for n in range(10000))
+    figures = stats_json(data)["processes"][0]
+    assert figures["dead"] == 0 and figures["processed"] == 10000
+
+
+def test_usage_errors():
+    runner = CliRunner()
+    for args, message in ((["retry"], "give the ids"), (["purge", "x", "--all"], "give the ids"),
+                          (["retry", "x", "--task", "t"], "--task goes with --all")):
+        result = runner.invoke(cli, ["dead", *args])
+        assert result.exit_code == 2 and message in result.output
