@@ -22,7 +22,9 @@ first use or at start when markers are found.
 
 Known limit: two processes taking over the *same stale* marker at the same instant can both
 win; a stale marker needs an expiry or a crash, so this is a narrow window. Shared backends
-(Redis, PostgreSQL) keep keys per process only, until they offer a key store of their own.
+(Redis, PostgreSQL) keep keys per process only, until they offer a key store of their own; a key
+held there is checked against the server (``holds``) before it deduplicates, since the task may
+have run and finished in another process.
 """
 import hashlib
 import itertools
@@ -286,7 +288,14 @@ def push(runtime, spec, target, args, kwargs, delay, delay_until, priority, dura
     task_id = new_id()
     now = runtime.queue.now()
     unique_for = getattr(spec, "unique_for", None)
-    holder = keys.claim(key, task_id, None if unique_for is None else now + unique_for, now)
+    expires_at = None if unique_for is None else now + unique_for
+    holder = keys.claim(key, task_id, expires_at, now)
+    if holder is not None and getattr(runtime.log, "shared", False) \
+            and not runtime.log.holds(holder):
+        # another process ran it (a shared log is everyone's queue): this one never saw the
+        # remove that would have released the key here
+        keys.release(holder)
+        holder = keys.claim(key, task_id, expires_at, now)
     if holder is not None:
         return holder
     try:

@@ -3,6 +3,7 @@ dead set. (Several processes: tests/test_shared_backends.py.)"""
 import pytest
 
 import greenqueue
+from greenqueue.log import open_log
 from tests import backends, tasks
 from tests.helpers import wait_until
 
@@ -61,3 +62,19 @@ def test_dead_set_retry_and_purge(shared_rt):
     assert [d.name for d in rt.dead()] == ["tests.tasks:boom"]
     assert rt.purge_dead() == 1
     assert rt.dead() == [] and rt.stats()["dead"] == 0
+
+
+def test_a_unique_key_is_released_when_another_process_ran_the_task(shared_rt):
+    rt = shared_rt()
+    rt.fetcher.stop()  # this process only enqueues; "another process" below runs the task
+    first = tasks.record.enqueue(1, unique_key="k")
+    assert tasks.record.enqueue(2, unique_key="k") == first  # pending: deduplicated
+    other = open_log(rt.backend)
+    try:
+        ((env, _),) = other.claim(10)
+        assert env.id == first
+        other.remove(env.id)
+        other.sync()
+    finally:
+        other.close()
+    assert tasks.record.enqueue(3, unique_key="k") != first

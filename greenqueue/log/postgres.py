@@ -220,6 +220,10 @@ class PostgresLog(SharedLog):
         rows = self._read(self._select, "envelope", "state < 2")
         return [unpack(r[0]) for r in rows]
 
+    def _holds(self, task_id):
+        return self.conn.execute(f"SELECT 1 FROM {self.table} WHERE id = %s AND state < 2",
+                                 [task_id]).fetchone() is not None
+
     def dead(self):
         rows = self._read(self._select, "envelope, error", "state = 2")
         return [DeadTask(unpack(r[0]), r[1]) for r in rows]

@@ -244,6 +244,9 @@ class RedisLog(SharedLog):
     def pending(self):
         return [unpack(packed) for packed in self._read(self.client.hvals, self.keys[0])]
 
+    def _holds(self, task_id):
+        return bool(self.client.hexists(self.keys[0], task_id))
+
     def dead(self):
         pipe = self.client.pipeline(transaction=True)
         pipe.hgetall(self.keys[6])

@@ -83,6 +83,9 @@ class SharedLog(Log):
         """Extend our leases on ``ids``; return the ids whose claim is no longer ours."""
         raise NotImplementedError
 
+    def _holds(self, task_id):
+        raise NotImplementedError
+
     def _reconnect(self):
         """Drop broken connections so that the next try makes new ones."""
 
@@ -116,6 +119,10 @@ class SharedLog(Log):
         """Append claimed tasks back as they were, in one round trip (a graceful stop)."""
         with self._sending:
             self._send_or_keep(envs, "release")
+
+    def holds(self, task_id):
+        """Whether ``task_id`` is still pending (ready, delayed or claimed) on the server."""
+        return self._read(self._holds, task_id)
 
     def begin(self, envs):
         pass  # the claim recorded the attempt's start; a lease that runs out counts it
