@@ -98,11 +98,12 @@ def run(target, **settings):
 @click.argument("spec")
 @click.option("--listen-fd", type=int, required=True)
 @click.option("--ready-fd", type=int, required=True)
-def worker(spec, listen_fd, ready_fd):
+@click.option("--parent-pid", type=int, required=True)
+def worker(spec, listen_fd, ready_fd, parent_pid):
     """A supervised worker (started by the supervisor, not by hand)."""
     from .server import ServeOptions, serve
     options = ServeOptions(**json.loads(spec))
-    sys.exit(serve(options, listen_fd=listen_fd, ready_fd=ready_fd))
+    sys.exit(serve(options, listen_fd=listen_fd, ready_fd=ready_fd, parent_pid=parent_pid))
 
 
 @cli.command(context_settings=CONTEXT)

@@ -120,12 +120,12 @@ class Server(WSGIServer):
 class Process:
     """A serving process; ``run()`` returns the exit status."""
 
-    def __init__(self, options, listen_fd=None, ready_fd=None):
+    def __init__(self, options, listen_fd=None, ready_fd=None, parent_pid=None):
         self.options = options
         self.listen_fd = listen_fd
         self.ready_fd = ready_fd
         self.supervised = listen_fd is not None
-        self.parent = os.getppid() if self.supervised else None
+        self.parent = parent_pid or (os.getppid() if self.supervised else None)
         self.stop_reason = None
         self._signals = 0
         self._stop = Event()
@@ -170,7 +170,10 @@ class Process:
                     self.address if self.address.startswith("unix:") else f"http://{self.address}",
                     os.getpid(), self.runtime.log.describe(), self.runtime.concurrency)
         if self.ready_fd is not None:
-            os.write(self.ready_fd, b"ready\n")
+            try:
+                os.write(self.ready_fd, b"ready\n")
+            except OSError:  # nobody reads: the supervisor is gone
+                self.stop("supervisor gone")
             os.close(self.ready_fd)
         watcher = gevent.spawn(self._watch)
         self._stop.wait()
@@ -258,11 +261,11 @@ def _jittered(max_tasks, max_rss_mb):
     return tasks, rss
 
 
-def serve(options, listen_fd=None, ready_fd=None):
+def serve(options, listen_fd=None, ready_fd=None, parent_pid=None):
     """Run one serving process until it is stopped; returns its exit status."""
     try:
         configure_logging(options.log_level)
-        return Process(options, listen_fd, ready_fd).run()
+        return Process(options, listen_fd, ready_fd, parent_pid).run()
     except StartupError as exc:
         print(f"Error: {exc}", file=sys.stderr, flush=True)
         return STARTUP_ERROR_STATUS

@@ -89,7 +89,8 @@ class Supervisor:
         read_fd, write_fd = os.pipe()
         spec = json.dumps(vars(self.options))
         argv = [sys.executable, "-c", WORKER_BOOT, "_worker", spec,
-                "--listen-fd", str(self.listener.fileno()), "--ready-fd", str(write_fd)]
+                "--listen-fd", str(self.listener.fileno()), "--ready-fd", str(write_fd),
+                "--parent-pid", str(os.getpid())]
         proc = subprocess.Popen(argv, pass_fds=(self.listener.fileno(), write_fd),
                                 **OWN_PROCESS_GROUP)
         os.close(write_fd)

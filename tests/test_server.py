@@ -214,6 +214,24 @@ def test_ctrl_c_at_a_terminal_drains_workers_once(tmp_path, procs):
     assert "exiting now" not in output
 
 
+def test_workers_leave_when_their_supervisor_is_killed(tmp_path, procs):
+    supervisor = run_server(tmp_path, "--workers", "2", "--graceful-timeout", "1")
+    procs.append(supervisor)
+    parent = psutil.Process(supervisor.pid)
+    workers = wait_until(lambda: len(parent.children()) == 2 and parent.children(),
+                         what="two workers")
+    os.kill(supervisor.pid, signal.SIGKILL)
+    supervisor.wait(10)
+
+    def gone(proc):
+        try:
+            return proc.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+    wait_until(lambda: all(gone(w) for w in workers), timeout=20, what="orphaned workers to exit")
+    assert supervisor.output().count("stopped (supervisor gone)") == 2
+
+
 def test_max_tasks_recycles_the_worker_without_losing_tasks(tmp_path, procs):
     supervisor = run_server(tmp_path, "--max-tasks", "3", "--graceful-timeout", "2")
     procs.append(supervisor)
