@@ -148,3 +148,19 @@ def test_usage_errors():
                           (["retry", "x", "--task", "t"], "--task goes with --all")):
         result = runner.invoke(cli, ["dead", *args])
         assert result.exit_code == 2 and message in result.output
+
+
+@needs_disk
+def test_with_workers_the_answers_of_every_worker_are_merged(tmp_path, procs):
+    data = tmp_path / "data"
+    (tmp_path / "broken").touch()
+    server = start(tmp_path, "--workers", "2")
+    procs.append(server)
+    ids = [i for n in range(8) for i in fill(server, 2, label=f"w{n}")]
+    wait_until(lambda: len(dead_json(data)) == 16, what="sixteen dead tasks")
+    assert {d["id"] for d in dead_json(data)} == set(ids)
+    os.unlink(tmp_path / "broken")
+    assert dead("retry", "--all", "--yes", "--data-dir", data).stdout.strip() == \
+        "retried 16 dead task(s)"
+    wait_until(lambda: len(ran(tmp_path)) == 16, what="sixteen re-runs")
+    assert dead_json(data) == []
