@@ -161,9 +161,7 @@ def test_crash_in_the_middle_of_rotation_loses_nothing(tmp_path):
     code = """
         import os, sys, gevent
         from greenqueue.log import disk
-        import zlib
-
-from greenqueue.log.format import FRAME_SIZE, HEADER_SIZE, _frame, scan
+        from greenqueue.log.format import HEADER_SIZE
         from tests.log.helpers import envelope
         disk.COPY_CHUNK = 5
         log = disk.DiskLog(sys.argv[1])
