@@ -169,6 +169,7 @@ def snapshot(runtime, extra=None):
         "wait_p50": p50,
         "wait_p99": p99,
         "wait_samples": samples,
+        "schedules": runtime.schedules() if hasattr(runtime, "schedules") else [],
     }
     figures.update(extra or {})
     return figures

@@ -159,12 +159,31 @@ def render(report):
             lines.append(f"log: {_num(log['segments'])} segment(s), {_bytes(log.get('bytes'))}")
         if log.get("error"):
             lines.append(log["error"])
+    lines += _render_schedules(processes)
     if report["stale"]:
         lines.append(f"removed stale control socket(s) of dead process(es): "
                      f"{', '.join(map(str, report['stale']))}")
     if report["unresponsive"]:
         lines.append(f"no answer in time from: {', '.join(map(str, report['unresponsive']))}")
     return "\n".join(lines)
+
+
+def _render_schedules(processes):
+    """One line per periodic schedule, as the leader (the process that runs them) sees it."""
+    seen = {}
+    for proc in processes:
+        for sched in proc.get("schedules") or []:
+            if sched.get("leader") or sched["name"] not in seen:
+                seen[sched["name"]] = dict(sched, pid=proc.get("pid"))
+    if not seen:
+        return []
+    lines = ["schedules:"]
+    for sched in seen.values():
+        when = lambda t: time.strftime("%H:%M:%S", time.localtime(t)) if t else "-"  # noqa: E731
+        lines.append(f"  {sched['name']}  {sched.get('schedule', '')}  next {when(sched.get('next_run'))}"
+                     f"  last {when(sched.get('last_run'))} ({sched.get('last_outcome') or '-'})"
+                     f"{'  leader pid ' + str(sched['pid']) if sched.get('leader') else ''}")
+    return lines
 
 
 def _cell(fmt, value):

@@ -225,3 +225,19 @@ def test_a_data_dir_too_long_for_a_unix_socket_still_serves(tmp_path, procs):
     assert server.get("/").status_code == 200
     assert "no control socket" in server.output()
     assert server.terminate() == 0
+
+
+@needs_disk
+def test_stats_shows_each_schedule_with_its_next_and_last_run(tmp_path, procs):
+    ticks = tmp_path / "ticks.txt"
+    server = run_server(tmp_path, app="tests.periodic_app:app", env={"GQ_TICKS": str(ticks)})
+    procs.append(server)
+    wait_until(lambda: ticks.exists() and len(ticks.read_text().splitlines()) >= 2,
+               what="two heartbeats")
+    [me] = stats_json(tmp_path / "data")["processes"]
+    [sched] = me["schedules"]
+    assert sched["task"] == "tests.periodic_app:heartbeat" and sched["leader"] is True
+    assert sched["last_run"] is not None and sched["next_run"] > sched["last_run"]
+    text = subprocess.run(greenqueue("stats", "--data-dir", tmp_path / "data"), cwd=ROOT,
+                          capture_output=True, text=True, timeout=30).stdout
+    assert "schedules:" in text and "every 1 s" in text and f"leader pid {server.pid}" in text
