@@ -11,14 +11,14 @@ def test_migrate_creates_the_schema_once_then_reports_it_up_to_date():
         runner = CliRunner()
         first = runner.invoke(db_group, ["migrate", "--backend", url])
         assert first.exit_code == 0, first.output
-        assert "from version 0 to 1" in first.output
+        assert "from version 0 to 2" in first.output
         again = runner.invoke(db_group, ["migrate"], env={"GREENQUEUE_BACKEND": url})
-        assert again.exit_code == 0 and "up to date (version 1)" in again.output
+        assert again.exit_code == 0 and "up to date (version 2)" in again.output
         import psycopg
         base, schema = url.split("?schema=")
         with psycopg.connect(base) as conn:
             versions = conn.execute(f'SELECT version FROM "{schema}".greenqueue_schema').fetchall()
-        assert versions == [(1,)]
+        assert sorted(versions) == [(1,), (2,)]
     finally:
         backends.drop(url)
 
@@ -29,3 +29,20 @@ def test_migrate_refuses_other_urls_and_names_an_unreachable_server():
     assert result.exit_code == 2 and "postgresql://" in result.output
     result = runner.invoke(db_group, ["migrate", "--backend", "postgresql://127.0.0.1:1/test"])
     assert result.exit_code == 1 and "cannot reach PostgreSQL" in result.output
+
+
+def test_processes_starting_at_once_migrate_once():
+    import gevent
+
+    from greenqueue.log import pg_schema, postgres
+    url = backends.postgres_url()
+    try:
+        conninfo, schema, where = postgres.parse_url(url)
+        conns = [postgres.connect(conninfo, where) for _ in range(4)]
+        jobs = [gevent.spawn(pg_schema.migrate, conn, schema) for conn in conns]
+        gevent.joinall(jobs, raise_error=True)
+        assert sorted(job.value for job in jobs) == [(0, 2)] + [(2, 2)] * 3
+        for conn in conns:
+            conn.close()
+    finally:
+        backends.drop(url)

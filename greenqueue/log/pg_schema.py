@@ -36,6 +36,13 @@ MIGRATIONS = [
         (state, priority DESC, due_at);
     CREATE INDEX greenqueue_tasks_due ON {schema}.greenqueue_tasks (state, due_at);
     """,
+    # 2: small named JSON records shared by the cluster (the periodic scheduler's state)
+    """
+    CREATE TABLE {schema}.greenqueue_state (
+        name  text PRIMARY KEY,
+        value text NOT NULL
+    );
+    """,
 ]
 VERSION = len(MIGRATIONS)
 
@@ -59,20 +66,26 @@ def current_version(conn, schema):
 def migrate(conn, schema):
     """Bring ``schema`` to the latest version; return (version before, version after).
 
-    ``conn`` is an autocommit psycopg connection; everything happens in one transaction."""
+    ``conn`` is an autocommit psycopg connection. The advisory lock is a session lock taken
+    before the migration's transaction begins: a transaction that started before the lock was
+    granted may look at a stale catalog and miss tables another process just created."""
     check_name(schema)
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"greenqueue:{schema}"])
-        before = current_version(conn, schema)
-        if before > VERSION:
-            raise ConfigError(f"schema {schema!r} is at version {before}, newer than this "
-                              f"greenqueue knows ({VERSION}): upgrade greenqueue")
-        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        conn.execute(f'CREATE TABLE IF NOT EXISTS "{schema}".greenqueue_schema ('
-                     'version integer PRIMARY KEY, '
-                     'migrated_at timestamptz NOT NULL DEFAULT now())')
-        for version in range(before + 1, VERSION + 1):
-            conn.execute(MIGRATIONS[version - 1].format(schema=f'"{schema}"'))
-            conn.execute(f'INSERT INTO "{schema}".greenqueue_schema (version) VALUES (%s)',
-                         [version])
+    lock = f"greenqueue:{schema}"
+    conn.execute("SELECT pg_advisory_lock(hashtext(%s))", [lock])
+    try:
+        with conn.transaction():
+            before = current_version(conn, schema)
+            if before > VERSION:
+                raise ConfigError(f"schema {schema!r} is at version {before}, newer than this "
+                                  f"greenqueue knows ({VERSION}): upgrade greenqueue")
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            conn.execute(f'CREATE TABLE IF NOT EXISTS "{schema}".greenqueue_schema ('
+                         'version integer PRIMARY KEY, '
+                         'migrated_at timestamptz NOT NULL DEFAULT now())')
+            for version in range(before + 1, VERSION + 1):
+                conn.execute(MIGRATIONS[version - 1].format(schema=f'"{schema}"'))
+                conn.execute(f'INSERT INTO "{schema}".greenqueue_schema (version) VALUES (%s)',
+                             [version])
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", [lock])
     return before, VERSION
