@@ -13,7 +13,11 @@ Duties:
   (written to a temporary file, fsync'd, renamed), so a restart inside an interval does not run
   it again, and occurrences missed while nothing ran run once on start (``catch_up=False``
   skips them). With no data directory (memory backend) the process leads and remembers
-  nothing across restarts.
+  nothing across restarts;
+- a shared log (Redis, PostgreSQL) is one queue for many hosts, so leadership and the record
+  live on its server instead (``log.lead()``, ``load_state()``, ``save_state()``; see
+  greenqueue/log/shared.py): one leader in the whole cluster, and when it dies another takes
+  over once its lease runs out (Redis) or its connection drops (PostgreSQL).
 
 Time comes from the runtime's queue clock (``TaskQueue.now``), so a test's fake clock drives
 schedules as it drives delays. Hub-only, like the queue.
@@ -171,7 +175,8 @@ class Scheduler:
         self.runtime = runtime
         log = runtime.log
         self.directory = log.path if hasattr(log, "chain") and hasattr(log, "path") else None
-        self.leader = self.directory is None
+        self.shared = log if getattr(log, "shared", False) else None
+        self.leader = self.directory is None and self.shared is None
         self.state = {}             # name -> {"last", "run_at", "task_id", "outcome"}
         self.due = {}               # name -> epoch of the next occurrence (leader only)
         self._lock_fd = None
@@ -207,6 +212,8 @@ class Scheduler:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the lock: a follower takes over at once
             self._lock_fd = None
+        if self.shared is not None:
+            self.shared.resign()
 
     def _loop(self):
         while not self._stopping:
@@ -214,6 +221,9 @@ class Scheduler:
             if not _registry:
                 self._wake.wait()
                 continue
+            if self.leader and self.shared is not None and not self.shared.leading:
+                self.leader = False  # the lease ran out under us: another process may lead
+                logger.warning("greenqueue: this process no longer runs the periodic schedules")
             if not self.leader and not self._try_lead():
                 self._wake.wait(TAKEOVER_POLL)
                 continue
@@ -221,6 +231,15 @@ class Scheduler:
             self._wake.wait(min(max(wait, 0.0), MAX_SLEEP))
 
     def _try_lead(self):
+        if self.shared is not None:
+            if not self.shared.lead():
+                return False
+            self.leader = True
+            self.state = self._read_state()
+            self.due = {}
+            logger.info("greenqueue: this process (pid %d) now runs the periodic schedules of "
+                        "%s", os.getpid(), self.shared.describe())
+            return True
         if self._lock_fd is None:
             self._lock_fd = os.open(os.path.join(self.directory, LOCK_NAME),
                                     os.O_RDWR | os.O_CREAT, 0o600)
@@ -277,6 +296,12 @@ class Scheduler:
     # -- the recorded state ------------------------------------------------------------------
 
     def _read_state(self):
+        if self.shared is not None:
+            try:
+                return self.shared.load_state()
+            except Exception:  # noqa: BLE001 - unreachable now; the record is read again later
+                logger.exception("periodic schedules: cannot read their state")
+                return {}
         if self.directory is None:
             return self.state
         try:
@@ -291,6 +316,12 @@ class Scheduler:
             return {}
 
     def _write_state(self):
+        if self.shared is not None:
+            try:
+                self.shared.save_state(self.state)
+            except Exception:  # noqa: BLE001 - a schedule must outlive an outage
+                logger.exception("periodic schedules: cannot record their state")
+            return
         if self.directory is None:
             return
         path = os.path.join(self.directory, STATE_NAME)

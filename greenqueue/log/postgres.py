@@ -80,6 +80,7 @@ class PostgresLog(SharedLog):
         self.conn = connect(self.conninfo, self.where)     # enqueue, acks, reads
         self.claim_conn = None                              # the fetcher's, made on first use
         self.listen_conn = None
+        self.lead_conn = None                               # holds the leader's advisory lock
         if pg_schema.current_version(self.conn, self.schema) < pg_schema.VERSION:
             pg_schema.migrate(self.conn, self.schema)
         self._reclaim_at = 0.0
@@ -198,7 +199,7 @@ class PostgresLog(SharedLog):
                 conn.execute("SELECT 1")
 
     def _reconnect(self):
-        for name in ("claim_conn", "listen_conn"):
+        for name in ("claim_conn", "listen_conn", "lead_conn"):
             conn = getattr(self, name)
             if conn is not None and conn.broken:
                 conn.close()
@@ -210,7 +211,7 @@ class PostgresLog(SharedLog):
                 pass  # the next try raises the connection error and counts against retry_for
 
     def _close(self):
-        for conn in (self.conn, self.claim_conn, self.listen_conn):
+        for conn in (self.conn, self.claim_conn, self.listen_conn, self.lead_conn):
             if conn is not None:
                 conn.close()
 
@@ -219,6 +220,37 @@ class PostgresLog(SharedLog):
     def pending(self):
         rows = self._read(self._select, "envelope", "state < 2")
         return [unpack(r[0]) for r in rows]
+
+    def _lead(self):
+        """A session advisory lock on a connection of its own: the server drops it the moment
+        the leader's connection dies (process killed, host gone)."""
+        conn = self.lead_conn
+        if conn is not None and not conn.closed:
+            conn.execute("SELECT 1")  # still connected means still holding
+            return True
+        conn = connect(self.conninfo, self.where)
+        row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
+                           [f"greenqueue:{self.schema}:leader"]).fetchone()
+        if row[0]:
+            self.lead_conn = conn
+            return True
+        conn.close()
+        return False
+
+    def _resign(self):
+        if self.lead_conn is not None:
+            self.lead_conn.close()
+            self.lead_conn = None
+
+    def _load_state(self):
+        row = self.conn.execute(f'SELECT value FROM "{self.schema}".greenqueue_state '
+                                f"WHERE name = 'scheduler'").fetchone()
+        return row[0] if row else None
+
+    def _save_state(self, data):
+        self.conn.execute(
+            f'INSERT INTO "{self.schema}".greenqueue_state (name, value) VALUES '
+            f"('scheduler', %s) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value", [data])
 
     def _holds(self, task_id):
         return self.conn.execute(f"SELECT 1 FROM {self.table} WHERE id = %s AND state < 2",

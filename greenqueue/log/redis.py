@@ -12,7 +12,9 @@ that a Redis Cluster keeps them on one slot and the scripts stay atomic:
   field was bumped in place) and the next claimer checks it against ``max_retries``;
 - ``dead`` / ``errors`` hashes: the dead set (packed envelope, error as JSON);
 - ``wake``    list  one token when work may be waiting: idle fetchers BLPOP it, so they block
-  on the server instead of polling, and the claimer that leaves work behind passes it on.
+  on the server instead of polling, and the claimer that leaves work behind passes it on;
+- ``leader``  string the scheduler leader's name, expiring after ``lease`` unless renewed;
+  ``state`` string its JSON record.
 
 Every move between these keys is one Lua script (registered once; EVALSHA afterwards), so a
 crash between two commands cannot lose a task or run it twice. Time comes from the server
@@ -40,7 +42,8 @@ except ImportError as exc:  # check_backend names the extra first; this is the f
                       ) from exc
 
 KEYS = ("tasks", "ready", "delayed", "claimed", "owner", "crashed", "dead", "errors", "seq",
-        "wake")
+        "wake", "leader", "state")
+WAKE, LEADER, STATE = 9, 10, 11
 
 _PRELUDE = """
 local tasks, ready, delayed, claimed, owner, crashed, dead, errors, seq, wake = unpack(KEYS)
@@ -160,6 +163,22 @@ def parse_url(url):
     return plain, prefix, f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
+# KEYS: leader. ARGV: owner, lease in ms. 1 if the caller leads (now or still).
+LEAD = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+RESIGN = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+
 class RedisLog(SharedLog):
     connection_errors = (redis.ConnectionError, redis.TimeoutError)
 
@@ -189,6 +208,8 @@ class RedisLog(SharedLog):
         self._send_script = self.client.register_script(SEND)
         self._claim_script = self.client.register_script(CLAIM)
         self._renew_script = self.client.register_script(RENEW)
+        self._lead_script = self.client.register_script(LEAD)
+        self._resign_script = self.client.register_script(RESIGN)
         self.next_change = None   # seconds until a delayed task is due or a lease runs out
         self._start_helpers()
 
@@ -227,7 +248,7 @@ class RedisLog(SharedLog):
 
     def wait(self, timeout):
         """Block on the server (BLPOP on the wake list) until work may be there."""
-        self.blocking.blpop([self.keys[-1]], timeout=max(0.01, timeout))
+        self.blocking.blpop([self.keys[WAKE]], timeout=max(0.01, timeout))
 
     def _reconnect(self):
         for client in (self.client, self.blocking):
@@ -243,6 +264,18 @@ class RedisLog(SharedLog):
 
     def pending(self):
         return [unpack(packed) for packed in self._read(self.client.hvals, self.keys[0])]
+
+    def _lead(self):
+        return self._lead_script([self.keys[LEADER]], [self.owner, int(self.lease * 1000)])
+
+    def _resign(self):
+        self._resign_script([self.keys[LEADER]], [self.owner])
+
+    def _load_state(self):
+        return self.client.get(self.keys[STATE])
+
+    def _save_state(self, data):
+        self.client.set(self.keys[STATE], data)
 
     def _holds(self, task_id):
         return bool(self.client.hexists(self.keys[0], task_id))

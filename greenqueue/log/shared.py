@@ -26,11 +26,15 @@ This base class owns the parts that do not depend on the server:
   greenlets that enqueue while a round trip is in flight share the next one (a hundred
   requests enqueueing at once cost a few round trips, not a hundred in a row);
 - ``append`` retries a lost connection for ``retry_for`` seconds (short and bounded), then
-  raises BackendUnavailable: an enqueue never drops a task silently.
+  raises BackendUnavailable: an enqueue never drops a task silently;
+- one leader for the whole cluster (the periodic scheduler): ``lead()`` takes or keeps it,
+  the renewer keeps it alive with the leases, ``resign()`` gives it up; ``load_state()`` and
+  ``save_state(dict)`` keep the leader's small JSON record on the server.
 
 Hub-only, like the rest of the runtime; subclasses do their I/O through gevent-cooperative
 clients (redis-py on patched sockets, psycopg >= 3.1.14).
 """
+import json
 import logging
 import time
 
@@ -57,6 +61,7 @@ class SharedLog(Log):
         self.lease = float(lease)
         self.retry_for = retry_for
         self.lease_lost = 0
+        self.leading = False        # this process leads the cluster's schedules
         self._held = {}             # task id -> None: claimed here, not yet settled on the server
         self._outbox = []           # ("remove", id) / ("bury", envelope, error), in call order
         self._sending = Semaphore()  # one write in flight at a time: order on the server
@@ -84,6 +89,19 @@ class SharedLog(Log):
         raise NotImplementedError
 
     def _holds(self, task_id):
+        raise NotImplementedError
+
+    def _lead(self):
+        """Take or extend the leadership for ``lease`` seconds; True if this process has it."""
+        raise NotImplementedError
+
+    def _resign(self):
+        raise NotImplementedError
+
+    def _load_state(self):
+        raise NotImplementedError
+
+    def _save_state(self, data):
         raise NotImplementedError
 
     def _reconnect(self):
@@ -123,6 +141,36 @@ class SharedLog(Log):
     def holds(self, task_id):
         """Whether ``task_id`` is still pending (ready, delayed or claimed) on the server."""
         return self._read(self._holds, task_id)
+
+    def lead(self):
+        """Become or stay the one leader of every process sharing this log; True if so."""
+        try:
+            self.leading = bool(self._lead())
+        except self.connection_errors as exc:
+            self._reconnect()
+            logger.warning("leadership on %s: %s", self.describe(), exc)
+            self.leading = False
+        return self.leading
+
+    def resign(self):
+        if self.leading:
+            self.leading = False
+            try:
+                self._resign()
+            except self.connection_errors:
+                pass  # it runs out with the lease
+
+    def load_state(self):
+        raw = self._read(self._load_state)
+        try:
+            state = json.loads(raw) if raw else {}
+        except ValueError:
+            state = {}
+        return state if isinstance(state, dict) else {}
+
+    def save_state(self, state):
+        with self._sending:
+            self._retrying("save state", self._save_state, json.dumps(state))
 
     def begin(self, envs):
         pass  # the claim recorded the attempt's start; a lease that runs out counts it
@@ -177,6 +225,7 @@ class SharedLog(Log):
         self._closed = True
         self._kick.set()
         gevent.killall(self._greenlets, block=True, timeout=5)
+        self.resign()
         try:
             self.flush()
         except BackendUnavailable as exc:
@@ -232,6 +281,8 @@ class SharedLog(Log):
                 logger.warning("renewing leases on %s: %s", self.describe(), exc)
             except Exception:
                 logger.exception("renewing leases on %s", self.describe())
+            if self.leading and not self.lead():
+                logger.warning("lost the leadership on %s", self.describe())
 
     def _lost(self, ids):
         for task_id in ids:
