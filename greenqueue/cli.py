@@ -74,6 +74,13 @@ def _data_dir_option(fn):
 @_option("--backend", env="BACKEND", default="disk", callback=_check_backend,
          help="Task log: disk (durable, in --data-dir), memory (lost on exit; for experiments), "
               "or a redis:// or postgresql:// URL shared by many processes and hosts.")
+@_option("--metrics/--no-metrics", env="METRICS", default=False,
+         help="Serve Prometheus metrics (summed over --workers) at --metrics-path, answered "
+              "before the app. Needs prometheus-client.")
+@_option("--metrics-path", env="METRICS_PATH", default="/metrics",
+         help="Path of the metrics endpoint in the app's address space.")
+@_option("--metrics-bind", env="METRICS_BIND", default=None, metavar="HOST:PORT",
+         help="Also (or instead) serve the metrics alone on HOST:PORT.")
 def run(target, **settings):
     """Serve the WSGI app MODULE:ATTR (or MODULE:factory()) with gevent and run its tasks.
 

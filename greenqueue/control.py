@@ -9,8 +9,9 @@ Duties:
 
 Protocol: the client sends one JSON line (``{"cmd": "stats"}``), the server answers one JSON line
 and closes. A line, not a framing layer: the answers are small and the queries rare. Commands:
-``stats``; ``dead_list`` (``task``), ``dead_show`` (``id``), ``dead_retry`` and ``dead_purge``
-(``ids``, a list): see greenqueue/deadset.py, which acts on the process's running runtime.
+``stats``; ``metrics`` (per-task-name figures: greenqueue/task_figures.py); ``dead_list``
+(``task``), ``dead_show`` (``id``), ``dead_retry`` and ``dead_purge`` (``ids``, a list): see
+greenqueue/deadset.py. Both act on the process's running runtime.
 """
 import errno
 import json
@@ -70,6 +71,9 @@ class ControlServer:
             cmd = request.get("cmd", "stats")
             if cmd == "stats":
                 answer = self.provider()
+            elif cmd == "metrics":
+                from .task_figures import answer as metrics_answer
+                answer = metrics_answer(request)
             elif cmd in DEAD_COMMANDS:
                 from .deadset import answer as dead_answer
                 answer = dead_answer(request)

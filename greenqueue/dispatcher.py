@@ -27,6 +27,7 @@ from .context import _current_task, _log_context
 from .envelope import decode
 from .errors import DecodeError, Shutdown, TaskTimeout
 from .metrics import Metrics
+from .task_figures import measured_run
 
 logger = logging.getLogger(__name__)
 YIELD_EVERY = 0.002  # seconds of back-to-back tasks before a worker lets the hub run
@@ -56,6 +57,7 @@ class Dispatcher:
         self.metrics = Metrics()    # the runtime hands in its own; sampled, see metrics.py
         self.running = {}           # task id -> envelope, for stats and shutdown
         self.first_failed = {}      # task id -> time of its first failure here (dead show)
+        self.figures = None         # per-name TaskFigures when metrics are exported
         self.local = True           # False with a shared log: retries go to the log only
         self.on_idle = None         # called when a worker finds nothing to run (fetcher.py)
         self.stopping = False
@@ -152,7 +154,10 @@ class Dispatcher:
                     continue
                 if metrics.sample_due:
                     metrics.sample_wait(env)
-                run(env)
+                if self.figures is None:
+                    run(env)
+                else:
+                    measured_run(self, env)
                 if clock() - self.slice_started >= YIELD_EVERY:
                     self._await_poll()
         except Shutdown:
@@ -169,7 +174,10 @@ class Dispatcher:
             queue.promote_due()
 
     def _run(self, env):
+        """Run one attempt; its outcome: "processed", "retried", "dead" or None (interrupted,
+        or failed in a way that stays uncounted)."""
         task_id = env.id
+        outcome = None
         self.running[task_id] = env
         try:
             self.log.begin((env,))
@@ -177,7 +185,7 @@ class Dispatcher:
                 spec, args, kwargs, context = decode(env)
             except DecodeError as exc:
                 self._bury(env.replace(attempt=env.attempt + 1), exc)
-                return
+                return "dead"
             _current_task.set(env)
             _log_context.set(context)
             timer = Timeout.start_new(spec.timeout) if spec.timeout else None
@@ -192,12 +200,13 @@ class Dispatcher:
             except Timeout as exc:
                 if exc is timer:
                     exc = TaskTimeout(f"task {env.name} ran past its timeout of {spec.timeout} s")
-                self._failed(env, spec, exc)  # else the task's own gevent.Timeout escaped it
+                outcome = self._failed(env, spec, exc)  # else the task's own Timeout escaped
             except Exception as exc:
-                self._failed(env, spec, exc)
+                outcome = self._failed(env, spec, exc)
             else:
                 self.log.remove(task_id)
                 self.counters.processed += 1
+                outcome = "processed"
                 if self.first_failed:
                     self.first_failed.pop(task_id, None)
             finally:
@@ -207,6 +216,7 @@ class Dispatcher:
                 _log_context.set(None)
         finally:
             del self.running[task_id]
+        return outcome
 
     def _perform_with_middleware(self, env, spec, args, kwargs):
         chain = [m.on_perform for m in self.middleware if hasattr(m, "on_perform")]
@@ -237,7 +247,7 @@ class Dispatcher:
                 interval = None
         if interval is None or interval is False:
             self._bury(env.replace(attempt=attempt), exc)
-            return
+            return "dead"
         retry = env.replace(attempt=attempt, publish_at=self.queue.now() + interval)
         logger.warning("task %s (%s) failed on attempt %d, retrying in %.1f s: %s: %s",
                        env.name, env.id, attempt, interval, type(exc).__name__, exc)
@@ -245,6 +255,7 @@ class Dispatcher:
         if self.local:  # else another process may well take it: the shared log is the queue
             self.queue.push(retry)
         self.counters.retried += 1
+        return "retried"
 
     def _bury(self, env, exc):
         error = describe_error(exc)

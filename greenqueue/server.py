@@ -36,6 +36,7 @@ from .context import log_context
 from .control import serve_stats
 from .errors import GreenqueueError
 from .metrics import snapshot
+from .run_metrics import wrap_app
 from .runtime import Runtime, current_runtime
 from .wsgi import ENVIRON_KEY, RequestIdMiddleware
 
@@ -62,6 +63,9 @@ class ServeOptions:
     graceful_timeout: float = 15.0
     max_rss: float = None       # MB
     max_tasks: int = None
+    metrics: bool = False       # serve Prometheus metrics at metrics_path, before the app
+    metrics_path: str = "/metrics"
+    metrics_bind: str = None    # HOST:PORT of a metrics-only server (the supervisor's)
 
 
 class Handler(WSGIHandler):
@@ -160,6 +164,7 @@ class Process:
             except (OSError, GreenqueueError) as exc:
                 raise StartupError(f"cannot start the task runtime: {exc}") from None
         self.control = serve_stats(data_dir, self.describe)
+        app = wrap_app(app, self.runtime, opts, data_dir, self.supervised)
         self.server = Server(sock, RequestIdMiddleware(app), handler_class=Handler,
                              spawn=Pool(), log=access_logger if opts.access_log else None,
                              error_log=logger)

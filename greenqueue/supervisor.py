@@ -1,4 +1,5 @@
-"""The pre-fork supervisor of ``greenqueue run --workers N``: serves nothing, runs no task.
+"""The pre-fork supervisor of ``greenqueue run --workers N``: runs no task, serves no request
+(only ``--metrics-bind``, the figures of all its workers: greenqueue/run_metrics.py).
 
 Duties:
 - check the data directory and bind the listening socket once, then start N workers (fresh
@@ -28,6 +29,7 @@ from gevent.socket import wait_read
 
 from .boot import (STARTUP_ERROR_STATUS, StartupError, bound_address, configure_logging,
                    listen, prepare_data_dir, remove_socket_file)
+from .run_metrics import serve_for_supervisor
 
 logger = logging.getLogger("greenqueue.supervisor")
 READY_TIMEOUT = 120.0    # seconds a worker may take to import the app and replay its log
@@ -57,6 +59,7 @@ class Supervisor:
             configure_logging(opts.log_level)
             prepare_data_dir(opts.data_dir)
             self.listener = listen(opts.bind)
+            self.metrics = serve_for_supervisor(opts)
         except StartupError as exc:
             print(f"Error: {exc}", file=sys.stderr, flush=True)
             return STARTUP_ERROR_STATUS
