@@ -15,6 +15,7 @@ import pytest
 
 import greenqueue
 from greenqueue.errors import BackendUnavailable, ConfigError
+from greenqueue.log import open_log
 from tests import backends, shared_tasks
 from tests.helpers import wait_until
 from tests.log.helpers import ROOT
@@ -22,7 +23,8 @@ from tests.proxy import Proxy
 
 CHILD = """
 from gevent import monkey; monkey.patch_all()
-import signal, sys, gevent, greenqueue
+import logging, os, signal, sys, gevent, greenqueue
+logging.basicConfig(filename=os.environ["GQ_LOG"], level=logging.WARNING)
 from gevent.event import Event
 from tests import shared_tasks
 url, name, count, task = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -46,7 +48,7 @@ def url(request):
 
 
 def start(url, tmp_path, name, count=0, task="work", hang=False, stop_timeout=5.0):
-    env = {**os.environ, "GQ_RAN": str(tmp_path / "ran.txt")}
+    env = {**os.environ, "GQ_RAN": str(tmp_path / "ran.txt"), "GQ_LOG": str(tmp_path / name)}
     if hang:
         env["GQ_HANG"] = "1"
     proc = subprocess.Popen([sys.executable, "-c", CHILD, url, name, str(count), task,
@@ -109,6 +111,27 @@ def test_a_graceful_stop_hands_its_tasks_back_without_counting_the_attempt(url, 
     wait_until(lambda: len(runs(tmp_path)) == 5, timeout=10, what="the handed-back tasks")
     finish(b)
     assert {(pid, attempt) for pid, attempt, _ in runs(tmp_path)} == {(b.pid, 1)}
+
+
+def test_a_stalled_process_loses_its_leases_says_so_and_does_not_undo_the_new_owner(url,
+                                                                                  tmp_path):
+    a = start(url, tmp_path, "a", 2, task="hang", hang=True, stop_timeout=0.2)
+    wait_until(lambda: len(runs(tmp_path, "started")) == 2, timeout=10, what="2 claims held")
+    os.kill(a.pid, signal.SIGSTOP)      # a stall past the lease (a long GC pause, a VM freeze)
+    b = start(url, tmp_path, "b")
+    wait_until(lambda: len(runs(tmp_path)) == 2, timeout=15, what="the other process")
+    os.kill(a.pid, signal.SIGCONT)
+    log = tmp_path / "a"
+    wait_until(lambda: log.read_text().count("ran out while this process held it") == 2,
+               timeout=10, what="the stalled process to notice")
+    finish(a, b)  # a's interrupted attempts must not put the finished tasks back
+    assert "this outcome is not recorded" in log.read_text()
+    assert sorted(label for _, _, label in runs(tmp_path)) == ["a-0", "a-1"]
+    probe = open_log(url)
+    try:
+        assert probe.pending() == []
+    finally:
+        probe.close()
 
 
 def test_a_task_that_used_its_retries_on_crashes_is_buried(url, tmp_path):

@@ -21,7 +21,9 @@ This base class owns the parts that do not depend on the server:
   at-least-once, as the disk log's batched removes;
 - a renewer greenlet extends the leases of the tasks this process holds every ``lease / 3``
   seconds. A lease found lost (the process stalled past it, and another may run the task
-  too) is logged and counted in ``lease_lost``;
+  too) is logged and counted in ``lease_lost``, and this process's outcome for that task
+  (done, retry, burial, interruption) is dropped: the task is another process's now, and
+  writing it would undo that process's work (resurrect a finished task, say);
 - ``append`` is a group commit: it returns once its task is stored, but the appends of
   greenlets that enqueue while a round trip is in flight share the next one (a hundred
   requests enqueueing at once cost a few round trips, not a hundred in a row);
@@ -61,6 +63,7 @@ class SharedLog(Log):
         self.lease = float(lease)
         self.retry_for = retry_for
         self.lease_lost = 0
+        self._lost_ids = set()      # leases lost under running tasks: their outcome is dropped
         self.leading = False        # this process leads the cluster's schedules
         self._held = {}             # task id -> None: claimed here, not yet settled on the server
         self._outbox = []           # ("remove", id) / ("bury", envelope, error), in call order
@@ -113,6 +116,8 @@ class SharedLog(Log):
     # -- the contract -----------------------------------------------------------------------
 
     def append(self, env):
+        if self._lost_ids and self._dropped(env.id):
+            return
         batch = self._batch
         batch.append(env)
         if len(batch) > 1:  # another greenlet leads this batch: wait for its round trip
@@ -176,10 +181,14 @@ class SharedLog(Log):
         pass  # the claim recorded the attempt's start; a lease that runs out counts it
 
     def remove(self, task_id):
+        if self._lost_ids and self._dropped(task_id):
+            return
         self._outbox.append(("remove", task_id))
         self._kick.set()
 
     def bury(self, env, error):
+        if self._lost_ids and self._dropped(env.id):
+            return
         self._outbox.append(("bury", env, error))
         self._kick.set()
 
@@ -284,10 +293,19 @@ class SharedLog(Log):
             if self.leading and not self.lead():
                 logger.warning("lost the leadership on %s", self.describe())
 
+    def _dropped(self, task_id):
+        if task_id not in self._lost_ids:
+            return False
+        self._lost_ids.discard(task_id)
+        logger.warning("task %s ended here after its lease ran out; another process owns it "
+                       "now, so this outcome is not recorded", task_id)
+        return True
+
     def _lost(self, ids):
         for task_id in ids:
             if self._held.pop(task_id, "gone") is None:
                 self.lease_lost += 1
+                self._lost_ids.add(task_id)
                 logger.warning("the lease on task %s ran out while this process held it: "
                                "another process may run it as well", task_id)
 
