@@ -55,6 +55,8 @@ MAX_BATCH = 1000          # ids per round trip: keeps one script call or stateme
 class SharedLog(Log):
     shared = True
     connection_errors = ()     # the client library's "server went away" exceptions
+    next_change = None         # after an empty claim: seconds until a delayed task comes due
+                               # or a lease runs out (None: nothing scheduled)
 
     def __init__(self, url, lease=30.0, retry_for=1.0, **_ignored):
         if not lease > 0:
@@ -89,6 +91,10 @@ class SharedLog(Log):
 
     def _renew(self, ids):
         """Extend our leases on ``ids``; return the ids whose claim is no longer ours."""
+        raise NotImplementedError
+
+    def wait(self, timeout):
+        """Block on the server until work may have arrived, ``timeout`` seconds at most."""
         raise NotImplementedError
 
     def _holds(self, task_id):
