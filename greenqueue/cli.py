@@ -81,6 +81,9 @@ def _data_dir_option(fn):
          help="Path of the metrics endpoint in the app's address space.")
 @_option("--metrics-bind", env="METRICS_BIND", default=None, metavar="HOST:PORT",
          help="Also (or instead) serve the metrics alone on HOST:PORT.")
+@_option("--max-blocking-ms", env="MAX_BLOCKING_MS", default=100.0, type=click.FloatRange(min=0),
+         metavar="MS", help="Name (in the log, stats and metrics) any task that holds the gevent "
+                            "hub longer than MS without yielding; 0 turns the check off.")
 def run(target, **settings):
     """Serve the WSGI app MODULE:ATTR (or MODULE:factory()) with gevent and run its tasks.
 

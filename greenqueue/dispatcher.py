@@ -58,6 +58,7 @@ class Dispatcher:
         self.running = {}           # task id -> envelope, for stats and shutdown
         self.first_failed = {}      # task id -> time of its first failure here (dead show)
         self.figures = None         # per-name TaskFigures when metrics are exported
+        self.started = {}           # worker greenlet -> [envelope it started last] (hub_monitor)
         self.local = True           # False with a shared log: retries go to the log only
         self.on_idle = None         # called when a worker finds nothing to run (fetcher.py)
         self.stopping = False
@@ -142,6 +143,7 @@ class Dispatcher:
         parks until the next poll (not merely behind other callbacks), so requests wait at
         most about YIELD_EVERY, however many workers are busy."""
         pop, run, clock, metrics = self.queue.pop, self._run, time.perf_counter, self.metrics
+        started = self.started[gevent.getcurrent()] = [None]  # one store per task, never cleared
         try:
             while not self.stopping:
                 env = pop()
@@ -152,6 +154,7 @@ class Dispatcher:
                         self.on_idle()
                     self.queue.wait()
                     continue
+                started[0] = env
                 if metrics.sample_due:
                     metrics.sample_wait(env)
                 if self.figures is None:

@@ -23,6 +23,7 @@ from collections import deque
 import gevent
 
 from .envelope import as_envelope
+from .hub_monitor import figures as hub_figures
 
 TICK = 0.125           # seconds between wait samples
 RATE_WINDOW = 10.0     # seconds over which rates are reported
@@ -170,6 +171,7 @@ def snapshot(runtime, extra=None):
         "wait_p99": p99,
         "wait_samples": samples,
         "schedules": runtime.schedules() if hasattr(runtime, "schedules") else [],
+        **hub_figures(),
     }
     figures.update(extra or {})
     return figures

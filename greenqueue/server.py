@@ -36,6 +36,7 @@ from .context import log_context
 from .control import serve_stats
 from .errors import GreenqueueError
 from .metrics import snapshot
+from . import hub_monitor
 from .run_metrics import wrap_app
 from .runtime import Runtime, current_runtime
 from .wsgi import ENVIRON_KEY, RequestIdMiddleware
@@ -66,6 +67,7 @@ class ServeOptions:
     metrics: bool = False       # serve Prometheus metrics at metrics_path, before the app
     metrics_path: str = "/metrics"
     metrics_bind: str = None    # HOST:PORT of a metrics-only server (the supervisor's)
+    max_blocking_ms: float = 100.0  # name tasks that hold the hub longer (0: off)
 
 
 class Handler(WSGIHandler):
@@ -165,6 +167,7 @@ class Process:
                 raise StartupError(f"cannot start the task runtime: {exc}") from None
         self.control = serve_stats(data_dir, self.describe)
         app = wrap_app(app, self.runtime, opts, data_dir, self.supervised)
+        hub_monitor.start(opts.max_blocking_ms / 1000)
         self.server = Server(sock, RequestIdMiddleware(app), handler_class=Handler,
                              spawn=Pool(), log=access_logger if opts.access_log else None,
                              error_log=logger)

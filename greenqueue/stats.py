@@ -16,7 +16,7 @@ from .control import query_all
 SUMMED = ("rss", "uss", "rss_growth", "queued_bytes", "cpu_percent", "ready", "delayed",
           "in_flight", "enqueued", "processed", "failed", "retried", "dead", "interrupted",
           "enqueue_rate", "process_rate", "log_segments", "log_bytes", "greenlets", "open_fds",
-          "connections")
+          "connections", "hub_blocked")
 MAXED = ("uptime", "oldest_ready_age", "wait_p50", "wait_p99")
 
 
@@ -131,6 +131,7 @@ ROWS = [
     ("oldest ready task age", "oldest_ready_age", _seconds),
     ("wait p50 (1 min)", "wait_p50", _seconds),
     ("wait p99 (1 min)", "wait_p99", _seconds),
+    ("hub blocked (times)", "hub_blocked", _num),
 ]
 
 
@@ -148,6 +149,7 @@ def render(report):
                                    [c.rjust(w) for c, w in zip(row[1:], widths[1:])]))
         if len(processes) > 1:
             lines.append("(total: sums; uptime, ages and waits are the largest of any process)")
+        lines.extend(_hub_blockers(processes))
     else:
         lines.append("no live greenqueue process in this data directory")
         log = report.get("log") or {}
@@ -183,6 +185,19 @@ def _render_schedules(processes):
         lines.append(f"  {sched['name']}  {sched.get('schedule', '')}  next {when(sched.get('next_run'))}"
                      f"  last {when(sched.get('last_run'))} ({sched.get('last_outcome') or '-'})"
                      f"{'  leader pid ' + str(sched['pid']) if sched.get('leader') else ''}")
+    return lines
+
+
+def _hub_blockers(processes):
+    """One line per task that held a process's hub past --max-blocking-ms (hub_monitor.py)."""
+    lines = []
+    for p in processes:
+        last = p.get("hub_blocked_last") or {}
+        for name, n in sorted((p.get("hub_blocked_by") or {}).items()):
+            latest = f", last task {last['id']}" if last.get("task") == name and last.get("id") \
+                else ""
+            lines.append(f"pid {p.get('pid')}: {name} blocked the hub for more than "
+                         f"{p.get('max_blocking_ms') or 0:.0f} ms {n} time(s){latest}")
     return lines
 
 

@@ -38,7 +38,6 @@ class TaskFigures:
     def __init__(self):
         self.enqueued = {}          # task name -> count
         self.rows = {}              # task name -> row (see above)
-        self.hub_blocked = {}       # task name -> times it held the hub past the threshold
 
     def count_enqueue(self, name):
         self.enqueued[name] = self.enqueued.get(name, 0) + 1
@@ -50,7 +49,7 @@ class TaskFigures:
             wait[name] = row[_WAIT:_WAIT_SUM + 1]
             run[name] = row[_RUN:_RUN_SUM + 1]
         return {"enqueued": dict(self.enqueued), "outcomes": outcomes, "wait": wait,
-                "run": run, "hub_blocked": dict(self.hub_blocked)}
+                "run": run}
 
 
 def enable(runtime):
@@ -102,12 +101,13 @@ def raw(runtime):
     from .metrics import snapshot
     figures = getattr(runtime, "figures", None) or enable(runtime)
     stats = snapshot(runtime)
-    return {"pid": stats["pid"], "tasks": figures.as_dict(),
+    tasks = figures.as_dict()
+    tasks["hub_blocked"] = stats.get("hub_blocked_by") or {}   # greenqueue/hub_monitor.py
+    return {"pid": stats["pid"], "tasks": tasks,
             "totals": {k: stats.get(k) for k in ("enqueued", "processed", "failed", "retried",
                                                  "dead")},
             "gauges": {k: stats.get(k) for k in ("ready", "delayed", "in_flight", "dead", "rss",
-                                                 "log_bytes", "greenlets")},
-            "hub_blocked": stats.get("hub_blocked", 0)}
+                                                 "log_bytes", "greenlets")}}
 
 
 def answer(request=None):
