@@ -2,8 +2,11 @@
 
 Duties:
 - ``start()`` opens the log, replays what it holds into the queue, starts the workers and
-  becomes the process's current runtime (the one ``enqueue`` uses) until it stops;
-- ``push()`` is the enqueue path: backpressure, encode, log, queue;
+  becomes the process's current runtime (the one ``enqueue`` uses) until it stops. A shared
+  log (Redis, PostgreSQL) is replayed by nobody: it is the queue of every process, and a
+  fetcher (fetcher.py) feeds this process's workers with claims from it;
+- ``push()`` is the enqueue path: backpressure, encode, log, queue (the local queue only
+  with a local log: one precomputed flag, ``_local``, so the disk path pays one branch);
 - ``stop(timeout)`` quiets the dispatcher, drains until the deadline, closes the log;
 - the process-wide default runtime: ``configure()``, ``start()``, ``stop()`` and the
   auto-start on the first enqueue of an app that never started one.
