@@ -45,7 +45,7 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 
 from ..envelope import unpack
-from ..errors import BackendUnavailable, ConfigError
+from ..errors import BackendUnavailable, ConfigError, GreenqueueError
 from . import Log
 
 logger = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ class SharedLog(Log):
         """Become or stay the one leader of every process sharing this log; True if so."""
         try:
             self.leading = bool(self._lead())
-        except self.connection_errors as exc:
+        except self.connection_errors + (GreenqueueError,) as exc:  # also: cannot reconnect
             self._reconnect()
             logger.warning("leadership on %s: %s", self.describe(), exc)
             self.leading = False
@@ -296,8 +296,11 @@ class SharedLog(Log):
                 logger.warning("renewing leases on %s: %s", self.describe(), exc)
             except Exception:
                 logger.exception("renewing leases on %s", self.describe())
-            if self.leading and not self.lead():
-                logger.warning("lost the leadership on %s", self.describe())
+            try:
+                if self.leading and not self.lead():
+                    logger.warning("lost the leadership on %s", self.describe())
+            except Exception:  # the renewer must outlive anything: it keeps the leases
+                logger.exception("renewing the leadership on %s", self.describe())
 
     def _dropped(self, task_id):
         if task_id not in self._lost_ids:
