@@ -154,6 +154,8 @@ from .cli_log import log_group  # noqa: E402
 cli.add_command(log_group)
 from .cli_dead import dead_group  # noqa: E402
 cli.add_command(dead_group)
+from .cli_doctor import doctor_command  # noqa: E402
+cli.add_command(doctor_command)
 
 
 def main():
