@@ -46,3 +46,25 @@ def test_processes_starting_at_once_migrate_once():
             conn.close()
     finally:
         backends.drop(url)
+
+
+def test_a_start_without_rights_to_create_the_schema_is_a_config_error():
+    import psycopg
+    import pytest
+
+    import greenqueue
+    url = backends.postgres_url()
+    base, schema = url.split("?schema=")
+    if "://postgres@" not in base:
+        pytest.skip("needs the default superuser URL to make a role without rights")
+    role = f"gq_noright_{schema[-8:]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        limited = base.replace("://postgres@", f"://{role}@", 1) + f"?schema={schema}"
+        with pytest.raises(greenqueue.ConfigError, match="cannot create or migrate"):
+            greenqueue.Runtime(backend=limited).start()
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE {role}")
+        backends.drop(url)

@@ -81,8 +81,13 @@ class PostgresLog(SharedLog):
         self.claim_conn = None                              # the fetcher's, made on first use
         self.listen_conn = None
         self.lead_conn = None                               # holds the leader's advisory lock
-        if pg_schema.current_version(self.conn, self.schema) < pg_schema.VERSION:
-            pg_schema.migrate(self.conn, self.schema)
+        try:
+            if pg_schema.current_version(self.conn, self.schema) < pg_schema.VERSION:
+                pg_schema.migrate(self.conn, self.schema)
+        except psycopg.Error as exc:  # no rights to create it, say: a start-up error
+            self.conn.close()
+            raise ConfigError(f"cannot create or migrate the greenqueue tables in schema "
+                              f"{self.schema!r} at {self.where}: {exc}") from exc
         self._reclaim_at = 0.0
         self.next_change = None
         t = self.table
