@@ -38,7 +38,8 @@ from .format import BEGIN, REMOVE, Framer, State, scan, segment_header
 logger = logging.getLogger(__name__)
 SUFFIX = ".wal"
 _NOW = bytes(8)  # a packed envelope starts with publish_at; 0.0 (run now) packs to 8 zeros
-COPY_CHUNK = 1000          # envelopes re-encoded per hub slice during rotation (~1 ms)
+COPY_CHUNK = 250           # envelopes copied per hub slice during rotation (~0.3 ms)
+COPY_PAUSE = 0.0002        # seconds between slices: the hub polls and runs timers meanwhile
 
 
 def _off_hub(fn, *args):
@@ -389,7 +390,9 @@ class DiskLog(Log):
             if data:
                 self._write(data)
                 copied += len(data)
-            gevent.sleep(0)
+            # a timer, not sleep(0): sleep(0) only queues behind other callbacks, and a loop of
+            # those starves timers and I/O; a timer resumes us after the hub has polled
+            gevent.sleep(COPY_PAUSE)
         for env, error in list(self.dead_.values()):
             data = self.framer.add(env) + self.framer.bury(env, error)
             self._write(data)
