@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NO_DISK_LOG = "greenqueue.log.disk is not in this checkout yet"
 
 
 class Context:

@@ -35,16 +35,7 @@ def bare(n):
 
 def greenqueue_memory(n):
     with greenqueue.Runtime(backend="memory") as rt:
-        enqueue = noop_tasks.noop.enqueue
-        start = time.perf_counter()
-        for i in range(n):
-            enqueue(i)
-        enqueued = time.perf_counter()
-        rt.join()
-        end = time.perf_counter()
-        assert rt.stats()["processed"] == n
-    return {"enqueue_per_s": n / (enqueued - start), "process_per_s": n / (end - enqueued),
-            "end_to_end_per_s": n / (end - start)}
+        return noop_tasks.enqueue_and_drain(rt, n)
 
 
 def measure(tasks, repeat):

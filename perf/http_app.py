@@ -41,16 +41,19 @@ def _background_load(report):
 def app(environ, start_response):
     path = environ.get("PATH_INFO", "/")
     if path == "/load/start":
-        report = {"drain_s": [], "processed_before": greenqueue.current_runtime().stats()[
-            "processed"]}
+        stats = greenqueue.current_runtime().stats()
+        report = {"drain_s": [], "processed_before": stats["processed"],
+                  "enqueued_before": stats["enqueued"]}
         _load.update(stop=False, report=report,
                      greenlet=gevent.spawn(_background_load, report))
         body = b"started"
     elif path == "/load/stop":
-        report = _load.get("report") or {"drain_s": [], "processed_before": 0}
-        # every task processed from start to now, whole batches or not
-        report["processed"] = (greenqueue.current_runtime().stats()["processed"]
-                               - report.pop("processed_before"))
+        report = _load.get("report") or {"drain_s": [], "processed_before": 0,
+                                         "enqueued_before": 0}
+        # every task enqueued and processed from start to now, whole batches or not
+        stats = greenqueue.current_runtime().stats()
+        report["processed"] = stats["processed"] - report.pop("processed_before")
+        report["enqueued"] = stats["enqueued"] - report.pop("enqueued_before")
         _load["stop"] = True
         if _load["greenlet"] is not None:
             _load["greenlet"].join()  # the rest drains now, so the next idle window is idle

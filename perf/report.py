@@ -106,6 +106,13 @@ def emit(scenario, parameters, results, runs=None, rows=(), extra=None, echo=Non
     return doc
 
 
+def skipped(scenario, parameters, reason):
+    """A scenario that cannot run here says why, in the table and in its JSON."""
+    rows = [Row(scenario, "not run", f"skipped: {reason}")]
+    emit(scenario, parameters, {"skipped": reason}, rows=rows)
+    return rows
+
+
 def markdown(rows):
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(r.cells()) + " |" for r in rows]

@@ -93,7 +93,7 @@ def run_peer(name, n, repeat):
 def run(ctx):
     """greenqueue is measured again right before each peer, and each ratio uses that adjacent
     measurement: on a shared machine the load drifts over the minutes a peer takes."""
-    n = ctx.size(50_000, 2_000)
+    n = ctx.size(50_000, 1_000)
     backend = "disk" if disk_backend() else "memory"
     label = f"greenqueue ({backend} log)"
 

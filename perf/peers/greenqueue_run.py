@@ -6,7 +6,6 @@ them (``join``). Disk log when this checkout has it (default fsync interval), el
 """
 import shutil
 import tempfile
-import time
 
 import greenqueue
 from perf import noop_tasks
@@ -18,16 +17,8 @@ def measure(n, repeat, backend):
         tmp = tempfile.mkdtemp(prefix="gq-peers-")
         try:
             with greenqueue.Runtime(backend=backend, path=tmp) as rt:
-                enqueue = noop_tasks.noop.enqueue
-                start = time.perf_counter()
-                for i in range(n):
-                    enqueue(i)
-                enqueued = time.perf_counter()
-                rt.join()
-                end = time.perf_counter()
-                if rt.stats()["processed"] != n:
-                    raise RuntimeError(f"processed {rt.stats()['processed']} of {n}")
+                run = noop_tasks.enqueue_and_drain(rt, n)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        runs.append({"enqueue_per_s": n / (enqueued - start), "process_per_s": n / (end - enqueued)})
+        runs.append({"enqueue_per_s": run["enqueue_per_s"], "process_per_s": run["process_per_s"]})
     return runs

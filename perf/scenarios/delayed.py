@@ -26,8 +26,8 @@ import time
 import gevent
 import psutil
 
-from perf.context import disk_backend, in_child
-from perf.report import Row, emit, medians
+from perf.context import NO_DISK_LOG, disk_backend, in_child
+from perf.report import Row, emit, medians, skipped
 
 BATCH = 100
 HOUR = 3600
@@ -122,10 +122,7 @@ def run(ctx):
     params = {"small_tasks": small, "large_tasks": large, "repeat": ctx.repeat,
               "delay_s": HOUR, "batch": BATCH, "backend": "disk"}
     if not disk_backend():
-        reason = "skipped: greenqueue.log.disk is not in this checkout yet"
-        rows = [Row("delayed", "disk log", reason)]
-        emit("delayed", params, {"skipped": reason}, rows=rows)
-        return rows
+        return skipped("delayed", params, NO_DISK_LOG)
     small_runs = [in_child("scenarios.delayed:measure", n=small, large=False)
                   for _ in range(ctx.repeat)]
     large_runs = [in_child("scenarios.delayed:measure", n=large, large=True, timeout=1200)

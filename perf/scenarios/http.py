@@ -20,7 +20,7 @@ import time
 import urllib.request
 
 from perf.context import ROOT
-from perf.report import Row, emit, medians
+from perf.report import Row, emit, medians, skipped
 
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
@@ -93,9 +93,7 @@ def run(ctx):
     argv, help_or_reason = greenqueue_command()
     reason = ensure_wrk() if argv else help_or_reason
     if reason:
-        rows = [Row("http", "greenqueue run + wrk", f"skipped: {reason}")]
-        emit("http", params, {"skipped": reason}, rows=rows)
-        return rows
+        return skipped("http", params, reason)
     port = free_port()
     tmp = tempfile.mkdtemp(prefix="gq-http-")
     cmd = argv + ["run", "perf.http_app:app", "--bind", f"127.0.0.1:{port}",
@@ -119,6 +117,7 @@ def run(ctx):
             load = json.loads(get(port, "/load/stop"))
             runs.append({**{f"idle_{k}": v for k, v in idle.items()},
                          **{f"busy_{k}": v for k, v in busy.items()},
+                         "tasks_enqueued": load["enqueued"],
                          "tasks_processed": load["processed"],
                          "tasks_per_s": load["processed"] / seconds,
                          "batches_drained": load["batches_drained"],
@@ -142,6 +141,7 @@ def run(ctx):
                 f"{m['busy_p50_ms']:.2f} / {m['busy_p99_ms']:.2f} ms", "", None,
                 "p99 <= 1.5× idle", p99_ratio <= 1.5),
             Row("http", "tasks draining: p99 / idle p99", f"{p99_ratio:.2f}×"),
+            Row("http", "tasks enqueued during the window", m["tasks_enqueued"] / seconds, "/s"),
             Row("http", "tasks processed during the window", m["tasks_per_s"], "/s",
                 ctx.ratio(m["tasks_per_s"], "end_to_end_per_s"))]
     m["p99_ratio"] = p99_ratio

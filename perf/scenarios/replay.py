@@ -12,8 +12,8 @@ import shutil
 import tempfile
 import time
 
-from perf.context import disk_backend, in_child
-from perf.report import Row, emit, medians
+from perf.context import NO_DISK_LOG, disk_backend, in_child
+from perf.report import Row, emit, medians, skipped
 
 
 def fill(path, n):
@@ -43,10 +43,7 @@ def start_up(path, n):
 def run(ctx):
     n = ctx.size(1_000_000, 200_000)
     if not disk_backend():
-        reason = "skipped: greenqueue.log.disk is not in this checkout yet"
-        rows = [Row("replay", "disk log", reason)]
-        emit("replay", {"tasks": n}, {"skipped": reason}, rows=rows)
-        return rows
+        return skipped("replay", {"tasks": n}, NO_DISK_LOG)
     tmp = tempfile.mkdtemp(prefix="gq-replay-")
     try:
         filled = in_child("scenarios.replay:fill", path=tmp, n=n)

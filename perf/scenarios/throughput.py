@@ -7,15 +7,13 @@ phases, end-to-end is both. Log bytes per task counts every byte the process wro
 (``write_chars``: add, begin and remove records, fsync'd or not) divided by the task count.
 Targets (issue 6): enqueue >= 0.5 x limit, process >= 0.4 x limit.
 """
-import os
 import shutil
 import tempfile
-import time
 
 import psutil
 
-from perf.context import disk_backend, in_child
-from perf.report import Row, emit, medians
+from perf.context import NO_DISK_LOG, disk_backend, in_child
+from perf.report import Row, emit, medians, skipped
 
 
 def measure(n, backend="disk"):
@@ -25,31 +23,18 @@ def measure(n, backend="disk"):
     proc = psutil.Process()
     try:
         with greenqueue.Runtime(backend=backend, path=tmp) as rt:
-            enqueue = noop_tasks.noop.enqueue
             written = proc.io_counters().write_chars
-            start = time.perf_counter()
-            for i in range(n):
-                enqueue(i)
-            enqueued = time.perf_counter()
-            rt.join()
-            end = time.perf_counter()
-            processed = rt.stats()["processed"]
-        log_bytes = proc.io_counters().write_chars - written
+            result = noop_tasks.enqueue_and_drain(rt, n)
+        result["log_bytes_per_task"] = (proc.io_counters().write_chars - written) / n
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if processed != n:
-        raise RuntimeError(f"processed {processed} of {n} tasks")
-    return {"enqueue_per_s": n / (enqueued - start), "process_per_s": n / (end - enqueued),
-            "end_to_end_per_s": n / (end - start), "log_bytes_per_task": log_bytes / n}
+    return result
 
 
 def run(ctx):
     n = ctx.size(500_000, 100_000)
     if not disk_backend():
-        reason = "skipped: greenqueue.log.disk is not in this checkout yet"
-        rows = [Row("throughput", "disk log", reason)]
-        emit("throughput", {"tasks": n}, {"skipped": reason}, rows=rows)
-        return rows
+        return skipped("throughput", {"tasks": n}, NO_DISK_LOG)
     runs = [in_child("scenarios.throughput:measure", n=n) for _ in range(ctx.repeat)]
     m = medians(runs)
     enq = ctx.ratio(m["enqueue_per_s"], "enqueue_per_s")
