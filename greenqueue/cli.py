@@ -84,6 +84,11 @@ def _data_dir_option(fn):
 @_option("--max-blocking-ms", env="MAX_BLOCKING_MS", default=100.0, type=click.FloatRange(min=0),
          metavar="MS", help="Name (in the log, stats and metrics) any task that holds the gevent "
                             "hub longer than MS without yielding; 0 turns the check off.")
+@_option("--dashboard", env="DASHBOARD", default=None, metavar="PATH",
+         help="Mount the web dashboard at PATH (like /greenqueue), answered before the app.")
+@_option("--dashboard-token", env="DASHBOARD_TOKEN", default=None,
+         help="Token every dashboard client must present (?token= or a Bearer header). "
+              "Without one the dashboard answers loopback clients only.")
 def run(target, **settings):
     """Serve the WSGI app MODULE:ATTR (or MODULE:factory()) with gevent and run its tasks.
 

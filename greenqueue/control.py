@@ -11,7 +11,8 @@ Protocol: the client sends one JSON line (``{"cmd": "stats"}``), the server answ
 and closes. A line, not a framing layer: the answers are small and the queries rare. Commands:
 ``stats``; ``metrics`` (per-task-name figures: greenqueue/task_figures.py); ``dead_list``
 (``task``), ``dead_show`` (``id``), ``dead_retry`` and ``dead_purge`` (``ids``, a list): see
-greenqueue/deadset.py. Both act on the process's running runtime.
+greenqueue/deadset.py; ``delayed`` (``limit``): greenqueue/dashboard/data.py. All act on the
+process's running runtime.
 """
 import errno
 import json
@@ -74,6 +75,9 @@ class ControlServer:
             elif cmd == "metrics":
                 from .task_figures import answer as metrics_answer
                 answer = metrics_answer(request)
+            elif cmd == "delayed":
+                from .dashboard.data import answer_delayed
+                answer = answer_delayed(request)
             elif cmd in DEAD_COMMANDS:
                 from .deadset import answer as dead_answer
                 answer = dead_answer(request)

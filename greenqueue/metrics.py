@@ -27,6 +27,7 @@ from .hub_monitor import figures as hub_figures
 
 TICK = 0.125           # seconds between wait samples
 RATE_WINDOW = 10.0     # seconds over which rates are reported
+HISTORY_EVERY = 10     # seconds between points of the 10-minute history (the dashboard's chart)
 WAIT_WINDOW = 60.0     # seconds over which wait percentiles are reported
 
 
@@ -35,6 +36,7 @@ class Metrics:
         self.sample_due = False
         self.waits = deque(maxlen=int(WAIT_WINDOW / TICK) + 64)   # (wall time, wait seconds)
         self.ticks = deque(maxlen=int(RATE_WINDOW) + 2)   # (monotonic, enqueued, processed, cpu)
+        self.history = deque(maxlen=61)   # (wall time, enqueued, processed + failed), 10 min
         self.counters = None
         self.started_at = None
         self.rss_at_start = None
@@ -51,6 +53,8 @@ class Metrics:
         self.started_at = time.time()
         self.rss_at_start = _process().memory_info().rss
         self._tick_counters()
+        self.history.append((self.started_at, counters.enqueued,
+                             counters.processed + counters.failed))
         self._ticker = gevent.spawn(self._tick)
 
     def stop(self):
@@ -67,6 +71,9 @@ class Metrics:
             n += 1
             if n % per_second == 0:
                 self._tick_counters()
+            if n % (per_second * HISTORY_EVERY) == 0:
+                c = self.counters
+                self.history.append((time.time(), c.enqueued, c.processed + c.failed))
 
     def _tick_counters(self):
         c = self.counters
@@ -171,6 +178,7 @@ def snapshot(runtime, extra=None):
         "wait_p99": p99,
         "wait_samples": samples,
         "schedules": runtime.schedules() if hasattr(runtime, "schedules") else [],
+        "history": list(metrics.history),
         **hub_figures(),
     }
     figures.update(extra or {})

@@ -68,6 +68,8 @@ class ServeOptions:
     metrics_path: str = "/metrics"
     metrics_bind: str = None    # HOST:PORT of a metrics-only server (the supervisor's)
     max_blocking_ms: float = 100.0  # name tasks that hold the hub longer (0: off)
+    dashboard: str = None       # path prefix of the web dashboard (greenqueue/dashboard/)
+    dashboard_token: str = None
 
 
 class Handler(WSGIHandler):
@@ -168,6 +170,9 @@ class Process:
         self.control = serve_stats(data_dir, self.describe)
         app = wrap_app(app, self.runtime, opts, data_dir, self.supervised)
         hub_monitor.start(opts.max_blocking_ms / 1000)
+        if opts.dashboard:
+            from .dashboard import mount
+            app = mount(app, self.runtime, opts.dashboard, data_dir, opts.dashboard_token)
         self.server = Server(sock, RequestIdMiddleware(app), handler_class=Handler,
                              spawn=Pool(), log=access_logger if opts.access_log else None,
                              error_log=logger)

@@ -103,7 +103,7 @@ def raw(runtime):
     stats = snapshot(runtime)
     tasks = figures.as_dict()
     tasks["hub_blocked"] = stats.get("hub_blocked_by") or {}   # greenqueue/hub_monitor.py
-    return {"pid": stats["pid"], "tasks": tasks,
+    return {"pid": stats["pid"], "tasks": tasks, "uptime": stats.get("uptime"),
             "totals": {k: stats.get(k) for k in ("enqueued", "processed", "failed", "retried",
                                                  "dead")},
             "gauges": {k: stats.get(k) for k in ("ready", "delayed", "in_flight", "dead", "rss",

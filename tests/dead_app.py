@@ -2,7 +2,8 @@
 
 ``fragile`` raises while the file named by ``GQ_BROKEN`` exists and records each successful run
 in the file named by ``GQ_RAN`` (one line per run, O_APPEND). ``GET /fill?n=N&label=L`` enqueues
-N calls, yielding between chunks so that the server keeps answering meanwhile.
+N calls (``&task=other`` of ``other``, ``&delay=S`` to run later), yielding between chunks so
+that the server keeps answering meanwhile.
 """
 import json
 import os
@@ -38,9 +39,10 @@ def app(environ, start_response):
     ids = []
     if environ.get("PATH_INFO") == "/fill":
         task = other if query.get("task") == "other" else fragile
+        delay = float(query["delay"]) if "delay" in query else None
         for n in range(int(query.get("n", "1"))):
-            ids.append(task.enqueue(n) if task is other
-                       else task.enqueue(n, label=query.get("label", "x")))
+            ids.append(task.enqueue(n, delay=delay) if task is other
+                       else task.enqueue(n, label=query.get("label", "x"), delay=delay))
             if n % 500 == 499:
                 gevent.sleep(0)
     body = json.dumps({"ids": ids if len(ids) <= 100 else len(ids)}).encode()
