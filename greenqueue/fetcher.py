@@ -28,6 +28,7 @@ from .errors import GreenqueueError
 
 logger = logging.getLogger(__name__)
 IDLE_WAIT = 1.0    # seconds an idle fetcher blocks on the server before looking again
+MIN_WAIT = 0.005   # ... and at least this long, so that an overdue change cannot make it spin
 MAX_PAUSE = 5.0    # longest back-off while the server is unreachable
 
 
@@ -95,7 +96,7 @@ class Fetcher:
                 claimed = self.log.claim(room)
                 if not claimed:
                     wait = self.log.next_change
-                    wait = IDLE_WAIT if wait is None else min(max(wait, 0.0), IDLE_WAIT)
+                    wait = IDLE_WAIT if wait is None else min(max(wait, MIN_WAIT), IDLE_WAIT)
                     self._blocked = True
                     try:
                         self.log.wait(wait)
@@ -108,7 +109,7 @@ class Fetcher:
                                    self.log.describe(), exc, pause)
                 else:
                     logger.exception("fetching from %s", self.log.describe())
-                self.log._reconnect()
+                self.log.reconnect()
                 self._blocked = True
                 gevent.sleep(pause)
                 self._blocked = False

@@ -173,11 +173,17 @@ class PostgresLog(SharedLog):
                     f"%s::bytea[]) AS v(id, envelope) WHERE t.id = v.id", (ids, envs))
 
     def _next_change(self, conn):
-        """Seconds until the next delayed task is due or the next lease runs out."""
-        row = conn.execute(
-            f"SELECT least((SELECT min(due_at) FROM {self.table} WHERE state = 0), "
-            f"(SELECT min(lease_until) FROM {self.table} WHERE state = 1)) - {NOW}").fetchone()
-        return row[0]
+        """Seconds until the next delayed task is due or the next lease runs out. A lease
+        that ran out already is taken back at the next claim (not ``lease / 4`` later), so
+        that an idle fetcher never spins on a change that is overdue."""
+        due, lease = conn.execute(
+            f"SELECT (SELECT min(due_at) FROM {self.table} WHERE state = 0) - {NOW}, "
+            f"(SELECT min(lease_until) FROM {self.table} WHERE state = 1) - {NOW}").fetchone()
+        if lease is not None and lease <= 0:
+            self._reclaim_at = 0.0
+            lease = 0.0
+        known = [t for t in (due, lease) if t is not None]
+        return min(known) if known else None
 
     def _renew(self, ids):
         rows = self.conn.execute(
@@ -203,7 +209,7 @@ class PostgresLog(SharedLog):
             if gevent.select.select([conn.fileno()], [], [], timeout)[0]:
                 conn.execute("SELECT 1")
 
-    def _reconnect(self):
+    def reconnect(self):
         for name in ("claim_conn", "listen_conn", "lead_conn"):
             conn = getattr(self, name)
             if conn is not None and conn.broken:

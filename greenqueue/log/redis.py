@@ -250,7 +250,7 @@ class RedisLog(SharedLog):
         """Block on the server (BLPOP on the wake list) until work may be there."""
         self.blocking.blpop([self.keys[WAKE]], timeout=max(0.01, timeout))
 
-    def _reconnect(self):
+    def reconnect(self):
         for client in (self.client, self.blocking):
             client.connection_pool.reset()
 

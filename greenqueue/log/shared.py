@@ -113,7 +113,7 @@ class SharedLog(Log):
     def _save_state(self, data):
         raise NotImplementedError
 
-    def _reconnect(self):
+    def reconnect(self):
         """Drop broken connections so that the next try makes new ones."""
 
     def _close(self):
@@ -158,7 +158,7 @@ class SharedLog(Log):
         try:
             self.leading = bool(self._lead())
         except self.connection_errors + (GreenqueueError,) as exc:  # also: cannot reconnect
-            self._reconnect()
+            self.reconnect()
             logger.warning("leadership on %s: %s", self.describe(), exc)
             self.leading = False
         return self.leading
@@ -258,7 +258,7 @@ class SharedLog(Log):
             try:
                 return fn(*args)
             except self.connection_errors as exc:
-                self._reconnect()
+                self.reconnect()
                 if self._closed or time.monotonic() + pause > deadline:
                     raise BackendUnavailable(
                         f"{what}: {self.describe()} is unreachable: {exc}") from exc
@@ -292,7 +292,7 @@ class SharedLog(Log):
                     for i in range(0, len(held), MAX_BATCH):
                         self._lost(self._renew(held[i:i + MAX_BATCH]))
             except self.connection_errors as exc:
-                self._reconnect()
+                self.reconnect()
                 logger.warning("renewing leases on %s: %s", self.describe(), exc)
             except Exception:
                 logger.exception("renewing leases on %s", self.describe())
