@@ -3,11 +3,17 @@ files when no process runs; ``retry --all`` over 10 000 tasks with a real server
 import fcntl
 import json
 import os
+import pty
+import select
 import subprocess
+import time
 
 from click.testing import CliRunner
 
 from greenqueue.cli import cli
+from greenqueue.envelope import Envelope, new_id
+from greenqueue.log.disk import DiskLog
+from tests.dead_app import runs
 from tests.serving import ROOT, greenqueue, needs_disk, procs, run_server, stats_json, wait_until
 
 __all__ = ["procs"]
@@ -31,14 +37,6 @@ def start(tmp_path, *args, name="server"):
     env = {"GQ_BROKEN": str(tmp_path / "broken"), "GQ_RAN": str(tmp_path / "ran")}
     return run_server(tmp_path, "--graceful-timeout", "1", *args,
                       app=APP, env=env, name=name)
-
-
-def ran(tmp_path):
-    try:
-        with open(tmp_path / "ran") as f:
-            return f.read().splitlines()
-    except FileNotFoundError:
-        return []
 
 
 def fill(server, n, **query):
@@ -77,7 +75,7 @@ def test_list_show_retry_purge_through_a_live_process(tmp_path, procs):
     os.unlink(tmp_path / "broken")
     partly = dead("retry", hostile[0], "nosuchid", "--data-dir", data, check=False)
     assert partly.returncode == 1 and "retried 1 dead task(s)" in partly.stdout
-    wait_until(lambda: ran(tmp_path) == ["<script>alert(1)</script> 0"], what="the retry ran")
+    wait_until(lambda: runs(tmp_path) == ["<script>alert(1)</script> 0"], what="the retry ran")
     assert dead("purge", others[0], "--data-dir", data).stdout.startswith("purged 1")
     assert [d["id"] for d in dead_json(data)] == [hostile[1]]
     assert stats_json(data)["processes"][0]["dead"] == 1
@@ -117,7 +115,7 @@ def test_with_no_process_the_commands_work_on_the_log_under_its_locks(tmp_path, 
 
     again = start(tmp_path, name="again")
     procs.append(again)
-    wait_until(lambda: ran(tmp_path) == ["offline 0"], what="the retried task ran on start")
+    wait_until(lambda: runs(tmp_path) == ["offline 0"], what="the retried task ran on start")
     assert [d["id"] for d in dead_json(data)] == [ids[2]]
 
 
@@ -135,9 +133,9 @@ def test_retry_all_reruns_ten_thousand_dead_tasks_with_a_progress_bar(tmp_path, 
     out = dead("retry", "--all", "--task", FRAGILE, "--data-dir", data)
     assert "retrying 10000 task(s)" in out.stderr       # the progress bar's label
     assert out.stdout.strip() == "retried 10000 dead task(s)"
-    wait_until(lambda: len(ran(tmp_path)) >= 10000, timeout=60, interval=0.2,
+    wait_until(lambda: len(runs(tmp_path)) >= 10000, timeout=60, interval=0.2,
                what="10 000 re-runs")
-    assert sorted(ran(tmp_path)) == sorted(f"many {n}" for n in range(10000))
+    assert sorted(runs(tmp_path)) == sorted(f"many {n}" for n in range(10000))
     figures = stats_json(data)["processes"][0]
     assert figures["dead"] == 0 and figures["processed"] == 10000
 
@@ -162,5 +160,51 @@ def test_with_workers_the_answers_of_every_worker_are_merged(tmp_path, procs):
     os.unlink(tmp_path / "broken")
     assert dead("retry", "--all", "--yes", "--data-dir", data).stdout.strip() == \
         "retried 16 dead task(s)"
-    wait_until(lambda: len(ran(tmp_path)) == 16, what="sixteen re-runs")
+    wait_until(lambda: len(runs(tmp_path)) == 16, what="sixteen re-runs")
+    assert dead_json(data) == []
+
+
+def _answer_on_a_terminal(args, answer):
+    """Run ``greenqueue dead ARGS`` with a pseudo-terminal as stdin/stdout; type ``answer`` when
+    asked. Returns (exit status, everything it wrote)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(greenqueue("dead", *map(str, args)), cwd=ROOT, stdin=slave,
+                            stdout=slave, stderr=slave)
+    os.close(slave)
+    output = b""
+    try:
+        deadline = time.monotonic() + 60
+        while b"[y/N]" not in output and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                output += os.read(master, 4096)
+        os.write(master, answer + b"\n")
+        while True:
+            try:
+                chunk = os.read(master, 4096) if select.select([master], [], [], 5)[0] else b""
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        return proc.wait(30), output.decode(errors="replace")
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+
+
+@needs_disk
+def test_all_asks_for_confirmation_on_a_terminal(tmp_path):
+    data = tmp_path / "data"
+    log = DiskLog(data)
+    env = Envelope(new_id(), FRAGILE, b"")
+    log.append(env)
+    log.bury(env.replace(attempt=1),
+             {"type": "Broken", "message": "m", "traceback": "", "failed_at": time.time()})
+    log.close()
+    status, out = _answer_on_a_terminal(["purge", "--all", "--data-dir", data], b"n")
+    assert "Purge 1 dead task(s)? [y/N]" in out and status == 1 and "Aborted" in out
+    assert len(dead_json(data)) == 1
+    status, out = _answer_on_a_terminal(["purge", "--all", "--data-dir", data], b"y")
+    assert status == 0 and "purged 1 dead task(s)" in out
     assert dead_json(data) == []

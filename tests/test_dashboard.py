@@ -14,6 +14,7 @@ import requests
 from werkzeug.test import Client
 
 from greenqueue.dashboard import make_app
+from tests.dead_app import runs
 from tests.serving import ROOT, procs, run_server, wait_until
 
 __all__ = ["procs"]
@@ -25,14 +26,6 @@ def start(tmp_path, *args):
     env = {"GQ_BROKEN": str(tmp_path / "broken"), "GQ_RAN": str(tmp_path / "ran")}
     return run_server(tmp_path, "--graceful-timeout", "1", "--dashboard", "/greenqueue", *args,
                       app=APP, env=env)
-
-
-def ran(tmp_path):
-    try:
-        with open(tmp_path / "ran") as f:
-            return f.read().splitlines()
-    except FileNotFoundError:
-        return []
 
 
 def fill(server, **query):
@@ -139,7 +132,7 @@ def test_a_browser_sees_a_dead_task_retries_it_and_sees_it_run(dead_server, tmp_
         os.unlink(tmp_path / "broken")
         browser.find_element(By.CSS_SELECTOR, f'button.retry[data-id="{task_id}"]').click()
         wait_until(lambda: "0 dead task(s)" in browser.page_source, what="the empty dead set")
-        wait_until(lambda: ran(tmp_path) == [f"{HOSTILE} 0"], what="the retried task's run")
+        wait_until(lambda: runs(tmp_path) == [f"{HOSTILE} 0"], what="the retried task's run")
         browser.get(server.url + "/greenqueue/")
         assert "memory RSS" in browser.page_source
         target = os.environ.get("GQ_DASHBOARD_SCREENSHOT")
