@@ -96,6 +96,8 @@ class Dispatcher:
         self._parked.append(waiter)
         try:
             waiter.get()
+            # the budget starts now: requests served since the poll must not have used it up
+            self.slice_started = time.perf_counter()
         finally:
             if waiter in self._parked:  # interrupted (stop): leave the line
                 self._parked.remove(waiter)
