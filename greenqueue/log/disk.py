@@ -33,11 +33,10 @@ from gevent.event import Event
 from ..errors import LogWriteError
 from . import DeadTask, Log
 from ..envelope import unpack
-from .format import BEGIN, REMOVE, Framer, State, scan, segment_header
+from .format import BEGIN, NOW as _NOW, REMOVE, Framer, State, scan, segment_header
 
 logger = logging.getLogger(__name__)
 SUFFIX = ".wal"
-_NOW = bytes(8)  # a packed envelope starts with publish_at; 0.0 (run now) packs to 8 zeros
 COPY_CHUNK = 250           # envelopes copied per hub slice during rotation (~0.3 ms)
 COPY_PAUSE = 0.0002        # seconds between slices: the hub polls and runs timers meanwhile
 
@@ -113,7 +112,7 @@ class DiskLog(Log):
         self._prepare_dir()
         adopted = self._adopt()
         self._crashed = self.state.crashed()
-        self.immediate = sum(1 for p in self.pending_.values() if p.startswith(_NOW))
+        self.immediate = self.state.immediate
         self.tracked.extend(self.pending_)
         self._new_segment(max([generation(p) for p in segment_paths(self.path)] or [0]) + 1)
         self.segments[:0] = adopted

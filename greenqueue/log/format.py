@@ -25,6 +25,7 @@ _frame = struct.Struct("<BBII")                # magic, kind, body length, crc32
 FRAME_SIZE = _frame.size
 _bury = struct.Struct("<IH")                   # attempt, id length; then id, error JSON
 MAC_SIZE = 32
+NOW = bytes(8)   # a packed envelope starts with publish_at; 0.0 ("run now") packs to 8 zeros
 MAX_BODY = 1 << 30
 
 _pack_frame = _frame.pack
@@ -207,6 +208,7 @@ class State:
         self.begun = set()
         self.dead = {}
         self.counts = dict.fromkeys(KIND_NAMES, 0)   # kind -> records seen
+        self.immediate = 0                            # pending entries added as "run now"
 
     def apply(self, kind, body, offset=None):
         """Take one record's body into the state (its offset is for other readers)."""
@@ -214,6 +216,11 @@ class State:
         if kind == ADD:  # the body is a packed envelope; its id, read inline: replay's hot spot
             id_len = body[FIXED_SIZE - 4] | body[FIXED_SIZE - 3] << 8
             task_id = body[FIXED_SIZE:FIXED_SIZE + id_len].decode("ascii")
+            old = self.pending.get(task_id)
+            if old is not None and old.startswith(NOW):
+                self.immediate -= 1
+            if body.startswith(NOW):
+                self.immediate += 1
             self.pending[task_id] = body
             if self.begun:
                 self.begun.discard(task_id)
@@ -225,12 +232,17 @@ class State:
         elif kind == REMOVE:
             pending, dead, begun = self.pending, self.dead, self.begun
             for task_id in decode_ids(body):
-                if pending.pop(task_id, None) is None:
+                old = pending.pop(task_id, None)
+                if old is None:
                     dead.pop(task_id, None)
+                elif old.startswith(NOW):
+                    self.immediate -= 1
                 begun.discard(task_id)
         elif kind == BURY:
             task_id, attempt, error = decode_bury(body)
             packed = self.pending.pop(task_id, None)
+            if packed is not None and packed.startswith(NOW):
+                self.immediate -= 1
             env = unpack(packed) if packed is not None else (self.dead.get(task_id) or (None,))[0]
             self.begun.discard(task_id)
             if env is not None:

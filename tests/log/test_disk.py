@@ -321,3 +321,23 @@ def test_rotation_copies_each_pending_task_once(tmp_path):
     pending, _, crashed = reopen(path)
     assert set(pending) == {a.id, b.id} and crashed == {b.id}
     assert pending[a.id].attempt == 2 and pending[a.id].publish_at == 4.5e9
+
+
+def test_replay_counts_the_immediate_tasks_that_block_rotation(tmp_path):
+    path = tmp_path / "data"
+    log = DiskLog(path)
+    now_a, now_b, later, done = envelope(), envelope(), envelope(publish_at=4e9), envelope()
+    for env in (now_a, now_b, later, done):
+        log.append(env)
+    log.append(now_b.replace(publish_at=4.1e9))   # retried: delayed now
+    log.remove(done.id)
+    log.bury(now_a, {"type": "E", "message": "m", "traceback": ""})
+    log.close()
+    again = DiskLog(path)
+    try:
+        assert again.immediate == 0
+        fresh = envelope()
+        again.append(fresh)
+        assert again.immediate == 1
+    finally:
+        again.close()
