@@ -154,13 +154,13 @@ def stats(data_dir, as_json, watch):
 
 
 # Further command groups are attached here.
+from .cli_db import db_group  # noqa: E402
+from .cli_dead import dead_group  # noqa: E402
+from .cli_doctor import doctor_command  # noqa: E402
 from .cli_log import log_group  # noqa: E402
 
-cli.add_command(log_group)
-from .cli_dead import dead_group  # noqa: E402
-cli.add_command(dead_group)
-from .cli_doctor import doctor_command  # noqa: E402
-cli.add_command(doctor_command)
+for command in (log_group, dead_group, db_group, doctor_command):
+    cli.add_command(command)
 
 
 def main():
