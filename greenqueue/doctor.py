@@ -178,7 +178,7 @@ def check_drivers(modules):
     return findings
 
 
-# -- the data directory and the clock ---------------------------------------------------------------
+# -- the data directory and the clock ------------------------------------------------------------
 
 def mount_of(path, mounts_text):
     """(mount point, fs type) of ``path`` from the text of /proc/mounts (longest prefix)."""

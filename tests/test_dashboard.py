@@ -82,6 +82,10 @@ def test_with_a_token_every_client_presents_it(dead_server, tmp_path):
     assert "HttpOnly" in entered.headers["Set-Cookie"]
     again = client.get("/dead", environ_base={"REMOTE_ADDR": "192.0.2.7"})   # the cookie
     assert again.status_code == 200 and b"1 dead task(s)" in again.data
+    offsite = Client(app).get("/", environ_overrides={          # no redirect off the site
+        "REMOTE_ADDR": "192.0.2.7", "PATH_INFO": "//evil.example/x",
+        "QUERY_STRING": "token=s3cret"})
+    assert offsite.status_code == 303 and offsite.headers["Location"] == "/evil.example/x"
     bearer = Client(app).get("/dead", headers={"Authorization": "Bearer s3cret"},
                              environ_base={"REMOTE_ADDR": "192.0.2.8"})
     assert bearer.status_code == 200

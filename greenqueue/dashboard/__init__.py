@@ -19,7 +19,7 @@ import ipaddress
 import os
 import secrets
 from http.cookies import SimpleCookie
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, unquote, urlencode
 
 from . import data, pages
 
@@ -77,10 +77,11 @@ class _Dashboard:
             return _send(start_response, *refusal)
         if self.token and request.query.get("token"):
             query = {k: v for k, v in request.query.items() if k != "token"}
-            location = request.base + request.path + (f"?{urlencode(query)}" if query else "")
+            path = "/" + request.path.lstrip("/")  # never "//host": a redirect off the site
+            location = request.base + path + (f"?{urlencode(query)}" if query else "")
             return _send(start_response, "303 See Other", b"", [
                 ("Location", location),
-                ("Set-Cookie", _cookie("gq_token", self.token, request.base))])
+                ("Set-Cookie", _cookie("gq_token", quote(self.token, safe=""), request.base))])
         try:
             status, body, headers = self._route(request)
         except Exception as exc:  # noqa: BLE001 - one broken page must not take the app down
@@ -99,7 +100,7 @@ class _Dashboard:
             return None
         header = request.environ.get("HTTP_AUTHORIZATION", "")
         offered = [header[7:].strip() if header.lower().startswith("bearer ") else "",
-                   request.cookies.get("gq_token", ""), request.query.get("token", "")]
+                   unquote(request.cookies.get("gq_token", "")), request.query.get("token", "")]
         if any(o and hmac.compare_digest(o.encode(), self.token.encode()) for o in offered):
             return None
         return ("401 Unauthorized", b"The greenqueue dashboard needs its token: ?token=... or "
