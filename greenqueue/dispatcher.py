@@ -30,7 +30,7 @@ from .metrics import Metrics
 from .task_figures import measured_run
 
 logger = logging.getLogger(__name__)
-YIELD_EVERY = 0.002  # seconds of back-to-back tasks before a worker lets the hub run
+YIELD_EVERY = 0.001  # seconds of task work between chances for the hub to poll for I/O
 
 
 def _nothing():
