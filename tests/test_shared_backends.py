@@ -8,8 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections import Counter, defaultdict
+from collections import Counter
 
 import pytest
 
