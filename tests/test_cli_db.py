@@ -11,14 +11,14 @@ def test_migrate_creates_the_schema_once_then_reports_it_up_to_date():
         runner = CliRunner()
         first = runner.invoke(db_group, ["migrate", "--backend", url])
         assert first.exit_code == 0, first.output
-        assert "from version 0 to 2" in first.output
+        assert "from version 0 to 3" in first.output
         again = runner.invoke(db_group, ["migrate"], env={"GREENQUEUE_BACKEND": url})
-        assert again.exit_code == 0 and "up to date (version 2)" in again.output
+        assert again.exit_code == 0 and "up to date (version 3)" in again.output
         import psycopg
         base, schema = url.split("?schema=")
         with psycopg.connect(base) as conn:
             versions = conn.execute(f'SELECT version FROM "{schema}".greenqueue_schema').fetchall()
-        assert sorted(versions) == [(1,), (2,)]
+        assert sorted(versions) == [(1,), (2,), (3,)]
     finally:
         backends.drop(url)
 
@@ -41,7 +41,8 @@ def test_processes_starting_at_once_migrate_once():
         conns = [postgres.connect(conninfo, where) for _ in range(4)]
         jobs = [gevent.spawn(pg_schema.migrate, conn, schema) for conn in conns]
         gevent.joinall(jobs, raise_error=True)
-        assert sorted(job.value for job in jobs) == [(0, 2)] + [(2, 2)] * 3
+        v = pg_schema.VERSION
+        assert sorted(job.value for job in jobs) == [(0, v)] + [(v, v)] * 3
         for conn in conns:
             conn.close()
     finally:

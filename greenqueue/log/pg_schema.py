@@ -1,6 +1,7 @@
 """The PostgreSQL backend's tables and their migrations (``greenqueue db migrate``).
 
-One table of tasks and one of applied schema versions, in a schema of their own choosing
+One table of tasks, one of applied schema versions, one of unique keys, one of live processes'
+figures and one of small shared records, in a schema of their own choosing
 (``?schema=`` in the URL, default ``public``). Migrations are numbered, append-only and run
 under an advisory lock, so that many processes starting at once migrate exactly once.
 
@@ -41,6 +42,21 @@ MIGRATIONS = [
     CREATE TABLE {schema}.greenqueue_state (
         name  text PRIMARY KEY,
         value text NOT NULL
+    );
+    """,
+    # 3: cluster-wide unique keys (held while their task is pending, released with it) and
+    #    each live process's published figures (``greenqueue stats`` for the whole cluster)
+    """
+    CREATE TABLE {schema}.greenqueue_unique (
+        key        text PRIMARY KEY,
+        task_id    text NOT NULL,
+        expires_at double precision
+    );
+    CREATE INDEX greenqueue_unique_task ON {schema}.greenqueue_unique (task_id);
+    CREATE TABLE {schema}.greenqueue_processes (
+        owner      text PRIMARY KEY,
+        seen_at    double precision NOT NULL,
+        figures    jsonb NOT NULL
     );
     """,
 ]
