@@ -21,10 +21,11 @@ when no unique task exists, the release hook is a thin wrapper around the log, i
 first use or at start when markers are found.
 
 Known limit: two processes taking over the *same stale* marker at the same instant can both
-win; a stale marker needs an expiry or a crash, so this is a narrow window. Shared backends
-(Redis, PostgreSQL) keep keys per process only, until they offer a key store of their own; a key
-held there is checked against the server (``holds``) before it deduplicates, since the task may
-have run and finished in another process.
+win; a stale marker needs an expiry or a crash, so this is a narrow window.
+
+Shared backends (Redis, PostgreSQL) hold the keys on the server, for every process of every
+host: the check and the store of the task are one atomic step there (``SharedLog.hold_key``),
+and removing or burying the task releases its key in the same step.
 """
 import hashlib
 import itertools
@@ -37,6 +38,7 @@ import gevent
 
 from .envelope import new_id, packed_id
 from .errors import TaskError
+from .log.shared import KeyHeld
 
 logger = logging.getLogger(__name__)
 DIRNAME = "unique"
@@ -284,18 +286,15 @@ def push(runtime, spec, target, args, kwargs, delay, delay_until, priority, dura
         return runtime.push(spec, target, args, kwargs, delay, delay_until, priority, durable)
     if not isinstance(key, str) or not key:
         raise TaskError(f"unique_key must be a non-empty str, not {key!r}")
-    keys = keys_of(runtime)
     task_id = new_id()
-    now = runtime.queue.now()
     unique_for = getattr(spec, "unique_for", None)
+    if getattr(runtime.log, "shared", False):
+        return _push_shared(runtime, spec, target, args, kwargs, delay, delay_until, priority,
+                            durable, key, task_id, unique_for)
+    keys = keys_of(runtime)
+    now = runtime.queue.now()
     expires_at = None if unique_for is None else now + unique_for
     holder = keys.claim(key, task_id, expires_at, now)
-    if holder is not None and getattr(runtime.log, "shared", False) \
-            and not runtime.log.holds(holder):
-        # another process ran it (a shared log is everyone's queue): this one never saw the
-        # remove that would have released the key here
-        keys.release(holder)
-        holder = keys.claim(key, task_id, expires_at, now)
     if holder is not None:
         return holder
     try:
@@ -304,3 +303,17 @@ def push(runtime, spec, target, args, kwargs, delay, delay_until, priority, dura
     except BaseException:
         keys.release(task_id)
         raise
+
+
+def _push_shared(runtime, spec, target, args, kwargs, delay, delay_until, priority, durable,
+                 key, task_id, unique_for):
+    """On a shared log the server holds the key, for every process of every host."""
+    log = runtime.log
+    log.hold_key(task_id, key, unique_for)
+    try:
+        return runtime.push(spec, target, args, kwargs, delay, delay_until, priority, durable,
+                            task_id=task_id)
+    except KeyHeld as held:
+        return held.holder
+    finally:
+        log.forget_key(task_id)

@@ -1,8 +1,10 @@
 """One runtime on a shared backend behaves as on the disk log: priority, delay, retries, the
 dead set. (Several processes: tests/test_shared_backends.py.)"""
+import gevent
 import pytest
 
 import greenqueue
+from greenqueue.log.shared import KeyHeld
 from greenqueue.log import open_log
 from tests import backends, tasks
 from tests.helpers import wait_until
@@ -78,3 +80,50 @@ def test_a_unique_key_is_released_when_another_process_ran_the_task(shared_rt):
     finally:
         other.close()
     assert tasks.record.enqueue(3, unique_key="k") != first
+
+
+
+@greenqueue.task(unique=True, unique_for=0.3)
+def briefly_unique(n):
+    tasks.seen.append(n)
+
+
+def test_a_unique_key_holds_for_every_runtime_sharing_the_server(shared_rt):
+    rt = shared_rt()
+    rt.fetcher.stop()  # the tasks stay pending
+    first = tasks.record.enqueue(1, unique_key="k")
+    other = open_log(rt.backend)  # another host enqueueing through the same server
+    try:
+        env = greenqueue.Envelope("someone-elses", "tests.tasks:record", b"", 0, 0.0, 0, 0.0)
+        other.hold_key(env.id, "k", None)
+        with pytest.raises(KeyHeld) as held:
+            other.append(env)
+        assert held.value.holder == first
+        other.hold_key("fresh", "k2", None)
+        other.append(greenqueue.Envelope("fresh", env.name, b"", 0, 0.0, 0, 0.0))
+    finally:
+        other.close()
+    assert tasks.record.enqueue(2, unique_key="k2") == "fresh"
+    assert tasks.record.enqueue(3, unique_key="k") == first
+    assert sorted(e.id for e in rt.log.pending()) == sorted([first, "fresh"])
+
+
+def test_a_unique_key_goes_with_its_task_done_or_dead(shared_rt):
+    rt = shared_rt()
+    done = tasks.record.enqueue("a", unique_key="k")
+    wait_until(lambda: tasks.seen == ["a"], timeout=5, what="the task")
+    wait_until(lambda: rt.log.pending() == [], what="its acknowledgement")
+    assert tasks.record.enqueue("b", unique_key="k") != done
+    wait_until(lambda: tasks.seen == ["a", "b"], timeout=5, what="the second task")
+    dead = tasks.boom.enqueue(1, unique_key="d")
+    wait_until(lambda: len(rt.dead()) == 1, timeout=5, what="the dead task")
+    assert tasks.boom.enqueue(2, unique_key="d") != dead
+
+
+def test_unique_for_bounds_how_long_the_server_holds_a_key(shared_rt):
+    shared_rt().fetcher.stop()
+    first = briefly_unique.enqueue(1)
+    assert briefly_unique.enqueue(1) == first
+    assert briefly_unique.enqueue(2) != first  # other arguments, other key
+    gevent.sleep(0.4)
+    assert briefly_unique.enqueue(1) != first  # held 0.3 s, though still pending

@@ -1,5 +1,5 @@
 """Unique tasks: one task per key while it waits, retries or runs; across restarts, adoption
-and processes sharing a data directory."""
+and processes sharing a data directory or a shared backend."""
 import json
 import os
 import subprocess
@@ -10,6 +10,7 @@ import pytest
 
 import greenqueue
 from greenqueue.testing import TestRuntime
+from tests import backends
 from tests import feature_tasks as ft
 from tests import tasks
 from tests.helpers import wait_until
@@ -127,10 +128,25 @@ def test_a_marker_whose_owner_left_nothing_is_stale(tmp_path):
 
 
 def test_two_processes_racing_on_one_key_run_the_task_once(tmp_path):
-    data, work = tmp_path / "data", tmp_path / "work"
+    data = tmp_path / "data"
+    race(str(data), tmp_path / "work", 1000)
+    assert markers(data) == []
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgres"])
+def test_two_hosts_racing_on_one_key_of_a_shared_backend_run_the_task_once(tmp_path, kind):
+    url = backends.shared_url(kind)
+    try:
+        race(url, tmp_path / "work", 300)
+    finally:
+        backends.drop(url)
+
+
+def race(data, work, n):
+    """Two processes enqueue one unique key ``n`` times each at once: one task id, one run."""
     (work / "done").mkdir(parents=True)
-    racers = [subprocess.Popen([sys.executable, "-m", "tests.unique_race", str(data),
-                                str(work), "1000", name], cwd=ROOT)
+    racers = [subprocess.Popen([sys.executable, "-m", "tests.unique_race", data,
+                                str(work), str(n), name], cwd=ROOT)
               for name in ("a", "b")]
     try:
         wait_until(lambda: all((work / f"ready-{n}").exists() for n in "ab"), timeout=60,
@@ -142,6 +158,5 @@ def test_two_processes_racing_on_one_key_run_the_task_once(tmp_path):
             if p.poll() is None:
                 p.kill()
     got = [json.loads((work / "done" / n).read_text()) for n in "ab"]
-    assert got[0] == got[1] and len(got[0]) == 1  # 2 000 enqueues, one task id
+    assert got[0] == got[1] and len(got[0]) == 1  # 2 n enqueues, one task id
     assert len((work / "runs").read_text().splitlines()) == 1
-    assert markers(data) == []

@@ -1,6 +1,8 @@
 """One racer of test_unique: enqueue one unique_key N times on a shared data directory.
 
 usage: python -m tests.unique_race DATA_DIR WORK_DIR N NAME
+DATA_DIR may be a redis:// or postgresql:// URL: then the racers share that backend (two
+hosts, each with a data directory of its own under WORK_DIR).
 Waits for WORK_DIR/go, enqueues, writes WORK_DIR/done/NAME with the ids it got, then stays
 until the task has run (WORK_DIR/runs has a line) and its own runtime is idle.
 """
@@ -29,7 +31,11 @@ def wait_for(predicate, timeout=60):
 
 def main(data_dir, work, n, name):
     runs, done = os.path.join(work, "runs"), os.path.join(work, "done")
-    runtime = greenqueue.Runtime(path=data_dir, fsync_interval=0.05).start()
+    if "://" in data_dir:
+        runtime = greenqueue.Runtime(backend=data_dir, path=os.path.join(work, f"data-{name}"))
+    else:
+        runtime = greenqueue.Runtime(path=data_dir, fsync_interval=0.05)
+    runtime.start()
     open(os.path.join(work, f"ready-{name}"), "w").close()
     wait_for(lambda: os.path.exists(os.path.join(work, "go")))
     ids = [ft.race_once.enqueue(runs, done, 2, unique_key="invoice:42") for _ in range(n)]

@@ -99,11 +99,23 @@ class PostgresLog(SharedLog):
             f"priority = EXCLUDED.priority, due_at = EXCLUDED.due_at, owner = NULL, "
             f"lease_until = NULL, crashed = false, envelope = EXCLUDED.envelope, error = NULL "
             f"RETURNING 1) SELECT pg_notify(%s, '') WHERE %s AND EXISTS (SELECT 1 FROM up)")
+        u = self.unique_table = f'"{self.schema}".greenqueue_unique'
+        # a task that is gone (done, purged, dead) releases its unique key in the same statement
+        self._sql_remove = (f"WITH gone AS (DELETE FROM {t} WHERE id = ANY(%s)) "
+                            f"DELETE FROM {u} WHERE task_id = ANY(%s)")
         self._sql_bury = (
-            f"INSERT INTO {t} (id, state, priority, due_at, envelope, error) "
+            f"WITH buried AS (INSERT INTO {t} (id, state, priority, due_at, envelope, error) "
             f"VALUES (%s, 2, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET state = 2, "
             f"owner = NULL, lease_until = NULL, crashed = false, envelope = EXCLUDED.envelope, "
-            f"error = EXCLUDED.error")
+            f"error = EXCLUDED.error) DELETE FROM {u} WHERE task_id = %s")
+        self._sql_holder = (
+            f"SELECT u.task_id FROM {u} u JOIN {t} k ON k.id = u.task_id AND k.state < 2 "
+            f"WHERE u.key = %s AND u.task_id <> %s AND (u.expires_at IS NULL "
+            f"OR u.expires_at > {NOW})")
+        self._sql_hold = (
+            f"INSERT INTO {u} (key, task_id, expires_at) VALUES (%s, %s, {NOW} + %s) "
+            f"ON CONFLICT (key) DO UPDATE SET task_id = EXCLUDED.task_id, "
+            f"expires_at = EXCLUDED.expires_at")
         self._sql_claim = (
             f"UPDATE {t} SET state = 1, owner = %s, lease_until = {NOW} + %s "
             f"WHERE id IN (SELECT id FROM {t} WHERE state = 0 AND due_at <= {NOW} "
@@ -140,12 +152,25 @@ class PostgresLog(SharedLog):
                 removes.append(op[1])
                 continue
             if removes:
-                self.conn.execute(f"DELETE FROM {self.table} WHERE id = ANY(%s)", [removes])
+                self.conn.execute(self._sql_remove, [removes, removes])
                 removes = []
             if op[0] == "bury":
                 env, error = op[1], op[2]
                 self.conn.execute(self._sql_bury, (env.id, env.priority, env.publish_at,
-                                                   env.pack(), json.dumps(error)))
+                                                   env.pack(), json.dumps(error), env.id))
+
+    def _append_unique(self, env, key, unique_for):
+        # the advisory lock makes the check and the store one step for this key; the check is
+        # a statement of its own so that it sees what the lock's previous holder committed
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                              [f"greenqueue:{self.schema}:{key}"])
+            row = self.conn.execute(self._sql_holder, [key, env.id]).fetchone()
+            if row is not None:
+                return row[0]
+            self.conn.execute(self._sql_hold, [key, env.id, unique_for])
+            self._append([env])
+        return None
 
     def _claim(self, limit):
         conn = self.claim_conn
@@ -277,6 +302,7 @@ class PostgresLog(SharedLog):
     def drop_all(self):
         """Delete every task of this schema (tests, and starting over)."""
         self.conn.execute(f"DELETE FROM {self.table}")
+        self.conn.execute(f"DELETE FROM {self.unique_table}")
 
 
 def _count_attempt(packed):

@@ -14,7 +14,10 @@ that a Redis Cluster keeps them on one slot and the scripts stay atomic:
 - ``wake``    list  one token when work may be waiting: idle fetchers BLPOP it, so they block
   on the server instead of polling, and the claimer that leaves work behind passes it on;
 - ``leader``  string the scheduler leader's name, expiring after ``lease`` unless renewed;
-  ``state`` string its JSON record.
+  ``state`` string its JSON record;
+- ``unique``  hash  unique key -> id of the pending task holding it, ``unique_of`` id -> key,
+  ``unique_until`` key -> when it stops holding (``unique_for``); a task's key goes when the
+  task is removed or buried, in the same script.
 
 Every move between these keys is one Lua script (registered once; EVALSHA afterwards), so a
 crash between two commands cannot lose a task or run it twice. Time comes from the server
@@ -42,11 +45,12 @@ except ImportError as exc:  # check_backend names the extra first; this is the f
                       ) from exc
 
 KEYS = ("tasks", "ready", "delayed", "claimed", "owner", "crashed", "dead", "errors", "seq",
-        "wake", "leader", "state")
+        "wake", "leader", "state", "unique", "unique_of", "unique_until")
 WAKE, LEADER, STATE = 9, 10, 11
 
 _PRELUDE = """
-local tasks, ready, delayed, claimed, owner, crashed, dead, errors, seq, wake = unpack(KEYS)
+local tasks, ready, delayed, claimed, owner, crashed, dead, errors, seq, wake, leader, state,
+  unique, unique_of, unique_until = unpack(KEYS)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local function to_ready(id, priority)
@@ -56,6 +60,28 @@ end
 local function forget(id)
   redis.call('ZREM', ready, id); redis.call('ZREM', delayed, id)
   redis.call('ZREM', claimed, id); redis.call('HDEL', owner, id); redis.call('SREM', crashed, id)
+end
+-- store a task as pending; true if it may wake an idle fetcher
+local function add(id, packed, due, priority)
+  redis.call('HDEL', dead, id); redis.call('HDEL', errors, id)
+  redis.call('HSET', tasks, id, packed)
+  if due > now then
+    local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+    redis.call('ZADD', delayed, due, id)
+    return first[2] == nil or due < tonumber(first[2])
+  end
+  to_ready(id, priority)
+  return true
+end
+-- the task is gone (done, purged or dead): its unique key, if it holds one, goes with it
+local function release(id)
+  local key = redis.call('HGET', unique_of, id)
+  if key then
+    redis.call('HDEL', unique_of, id)
+    if redis.call('HGET', unique, key) == id then
+      redis.call('HDEL', unique, key); redis.call('HDEL', unique_until, key)
+    end
+  end
 end
 """
 
@@ -68,28 +94,44 @@ while i <= #ARGV do
   forget(id)
   if op == 'R' then
     redis.call('HDEL', tasks, id); redis.call('HDEL', dead, id); redis.call('HDEL', errors, id)
+    release(id)
     i = i + 2
   elseif op == 'B' then
     redis.call('HDEL', tasks, id)
     redis.call('HSET', dead, id, ARGV[i + 2]); redis.call('HSET', errors, id, ARGV[i + 3])
+    release(id)
     i = i + 4
   else
-    redis.call('HDEL', dead, id); redis.call('HDEL', errors, id)
-    redis.call('HSET', tasks, id, ARGV[i + 2])
-    local due = tonumber(ARGV[i + 3])
-    if due > now then
-      local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
-      if first[2] == nil or due < tonumber(first[2]) then woke = true end
-      redis.call('ZADD', delayed, due, id)
-    else
-      to_ready(id, tonumber(ARGV[i + 4]))
-      woke = true
-    end
+    if add(id, ARGV[i + 2], tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])) then woke = true end
     i = i + 5
   end
 end
 if woke and redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
 return 1
+"""
+
+# ARGV: key, seconds the key holds ('' for as long as the task), id, packed, due_at, priority.
+# Stores the task holding ``key`` unless a pending task holds it (and has not outlived its
+# seconds): then returns that task's id and stores nothing.
+APPEND_UNIQUE = _PRELUDE + """
+local key, id = ARGV[1], ARGV[3]
+local holder = redis.call('HGET', unique, key)
+if holder and holder ~= id and redis.call('HEXISTS', tasks, holder) == 1 then
+  local untill = redis.call('HGET', unique_until, key)
+  if not untill or tonumber(untill) > now then return holder end
+end
+if holder and holder ~= id then redis.call('HDEL', unique_of, holder) end
+redis.call('HSET', unique, key, id); redis.call('HSET', unique_of, id, key)
+if ARGV[2] == '' then
+  redis.call('HDEL', unique_until, key)
+else
+  redis.call('HSET', unique_until, key, now + tonumber(ARGV[2]))
+end
+forget(id)
+if add(id, ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])) and redis.call('LLEN', wake) == 0 then
+  redis.call('RPUSH', wake, 1)
+end
+return false
 """
 
 # ARGV: limit, owner, lease. Returns {packed, crashed, packed, crashed, ...}, seconds until
@@ -208,6 +250,7 @@ class RedisLog(SharedLog):
         self._send_script = self.client.register_script(SEND)
         self._claim_script = self.client.register_script(CLAIM)
         self._renew_script = self.client.register_script(RENEW)
+        self._unique_script = self.client.register_script(APPEND_UNIQUE)
         self._lead_script = self.client.register_script(LEAD)
         self._resign_script = self.client.register_script(RESIGN)
         self.next_change = None   # seconds until a delayed task is due or a lease runs out
@@ -236,6 +279,12 @@ class RedisLog(SharedLog):
         for chunk in chunks + [args]:
             self._send_script(self.keys, chunk, client=pipe)
         return pipe.execute()
+
+    def _append_unique(self, env, key, unique_for):
+        holder = self._unique_script(self.keys, [
+            key, "" if unique_for is None else repr(float(unique_for)),
+            env.id, env.pack(), repr(env.publish_at), env.priority])
+        return holder.decode() if holder else None
 
     def _claim(self, limit):
         claimed, soonest = self._claim_script(self.keys, [limit, self.owner, self.lease])

@@ -10,6 +10,7 @@ A shared log is the queue of many processes, not the memory of one. Beyond the c
   an earlier claimer (a process died or stalled): that attempt is already counted in
   ``envelope.attempt``, as the disk log counts an attempt a crash cut short;
 - ``wait(timeout)``: block on the server until work may have arrived, at most ``timeout``;
+- ``hold_key(task_id, key, unique_for)``: unique keys held on the server for the whole cluster;
 - ``begin()`` does nothing: the claim is the durable record that an attempt started.
 
 This base class owns the parts that do not depend on the server:
@@ -74,6 +75,7 @@ class SharedLog(Log):
         self._kick = Event()
         self._closed = False
         self._greenlets = []
+        self._unique = {}           # task id -> (unique key, unique_for) for its coming append
 
     def _start_helpers(self):
         """Call at the end of a subclass's __init__, once connected."""
@@ -83,6 +85,10 @@ class SharedLog(Log):
 
     def _send(self, ops, envs):
         """Apply the outbox ``ops`` in order, then append ``envs``, in one round trip."""
+        raise NotImplementedError
+
+    def _append_unique(self, env, key, unique_for):
+        """Store ``env`` holding ``key`` unless a live holder has it; return that holder's id."""
         raise NotImplementedError
 
     def _claim(self, limit):
@@ -124,6 +130,8 @@ class SharedLog(Log):
     def append(self, env):
         if self._lost_ids and self._dropped(env.id):
             return
+        if self._unique and env.id in self._unique:
+            return self._append_held(env, *self._unique.pop(env.id))
         batch = self._batch
         batch.append(env)
         if len(batch) > 1:  # another greenlet leads this batch: wait for its round trip
@@ -143,6 +151,25 @@ class SharedLog(Log):
             raise
         finally:
             batch.done.set()
+
+    def hold_key(self, task_id, key, unique_for):
+        """Make the coming ``append`` of ``task_id`` store it only if no pending task of the
+        cluster holds ``key`` (for ``unique_for`` seconds, None: as long as it is pending);
+        if one does, that append raises KeyHeld naming it. Checked and stored in one atomic
+        step on the server, so two hosts enqueueing the same key at once store one task."""
+        self._unique[task_id] = (key, unique_for)
+
+    def forget_key(self, task_id):
+        """Drop a ``hold_key`` whose append never came (middleware skipped it, say)."""
+        self._unique.pop(task_id, None)
+
+    def _append_held(self, env, key, unique_for):
+        with self._sending:
+            if self._outbox:
+                self._send_or_keep((), "enqueue")
+            holder = self._retrying("enqueue", self._append_unique, env, key, unique_for)
+        if holder is not None and holder != env.id:  # (our own id: a retried call had landed)
+            raise KeyHeld(holder)
 
     def release(self, envs):
         """Append claimed tasks back as they were, in one round trip (a graceful stop)."""
@@ -317,6 +344,25 @@ class SharedLog(Log):
                 self._lost_ids.add(task_id)
                 logger.warning("the lease on task %s ran out while this process held it: "
                                "another process may run it as well", task_id)
+
+
+class KeyHeld(GreenqueueError):
+    """A unique enqueue found its key held by another pending task (``holder``, its id)."""
+
+    def __init__(self, holder):
+        super().__init__(f"the unique key is held by task {holder}")
+        self.holder = holder
+
+
+def _finite(value):
+    """``value`` with infinities and NaNs as None: JSON (and jsonb) have no such numbers."""
+    if isinstance(value, float):
+        return value if value - value == 0 else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 class _Batch(list):
