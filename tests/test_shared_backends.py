@@ -6,6 +6,7 @@ condition against a deadline.
 """
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -198,3 +199,51 @@ except greenqueue.ConfigError as exc:
                           text=True, timeout=60)
     extra = "redis" if scheme == "redis" else "postgres"
     assert f"pip install 'greenqueue[{extra}]'" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_redis_with_aof_keeps_every_acknowledged_task_through_a_kill_9_of_the_server(tmp_path):
+    """The README's advice (``appendonly yes``) holds: what ``enqueue`` acknowledged, and the
+    acknowledgements of finished tasks, are there after the server is killed and restarted."""
+    backends.redis_url()  # skips (or fails in CI) without redis-py
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "yes", "--appendfsync", "always", "--dir", str(tmp_path)]
+
+    def server():
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        wait_until(lambda: _answers(port), timeout=10, what="redis-server to start")
+        return proc
+    url = f"redis://127.0.0.1:{port}/0"
+    redis_server = server()
+    try:
+        with greenqueue.Runtime(backend=url, path=str(tmp_path / "data")) as rt:
+            rt.fetcher.stop()  # keep them pending
+            later = {shared_tasks.work.enqueue(f"later-{i}", delay=3600) for i in range(100)}
+            now = [shared_tasks.work.enqueue(f"now-{i}") for i in range(100)]
+            for task_id in now[:50]:
+                rt.log.remove(task_id)  # as if finished here
+            rt.log.sync()
+            redis_server.kill()
+            redis_server.wait(timeout=10)
+        redis_server = server()
+        log = open_log(url)
+        try:
+            assert {env.id for env in log.pending()} == later | set(now[50:])
+        finally:
+            log.close()
+    finally:
+        redis_server.kill()
+        redis_server.wait(timeout=10)
+
+
+def _answers(port):
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
