@@ -205,7 +205,6 @@ def test_redis_with_aof_keeps_every_acknowledged_task_through_a_kill_9_of_the_se
     """The README's advice (``appendonly yes``) holds: what ``enqueue`` acknowledged, and the
     acknowledgements of finished tasks, are there after the server is killed and restarted."""
     backends.redis_url()  # skips (or fails in CI) without redis-py
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -240,7 +239,6 @@ def test_redis_with_aof_keeps_every_acknowledged_task_through_a_kill_9_of_the_se
 
 
 def _answers(port):
-
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
             s.sendall(b"PING\r\n")
