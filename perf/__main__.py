@@ -31,6 +31,7 @@ SCENARIOS = {  # name -> module with run(ctx) returning report.Row objects
     "replay": "perf.scenarios.replay",
     "http": "perf.scenarios.http",
     "peers": "perf.peers",
+    "shared": "perf.scenarios.shared",
 }
 
 

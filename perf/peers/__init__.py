@@ -33,7 +33,11 @@ PEERS = {
     "rq": (["rq", "redis"], "rq", True, 10),
     "dramatiq": (["dramatiq[redis]", "gevent"], "dramatiq", True, 10),
     "celery": (["celery[redis]", "gevent"], "celery", True, 10),
+    # PostgreSQL-based: measured by the ``shared`` scenario only (perf/scenarios/shared.py),
+    # with greenqueue on PostgreSQL; its completion counter is in Redis like everyone's
+    "procrastinate": (["procrastinate", "gevent"], "procrastinate", True, 3),
 }
+SHARED_ONLY = ("procrastinate",)   # not part of the ``peers`` scenario's run
 
 
 def redis_up():
@@ -64,6 +68,12 @@ def ensure_redis():
 def ensure_peer(name):
     """None when the peer imports in perf/.peers-venv (installing it if needed), else why not."""
     requirements, module = PEERS[name][:2]
+    return ensure_module(module, requirements)
+
+
+def ensure_module(module, requirements):
+    """None when ``module`` imports in perf/.peers-venv (pip-installing ``requirements`` if
+    needed), else why not."""
     if not os.path.exists(PYTHON):
         made = subprocess.run([sys.executable, "-m", "venv", VENV], capture_output=True,
                               text=True)
@@ -82,9 +92,14 @@ def _imports(module):
     return subprocess.run([PYTHON, "-c", f"import {module}"], capture_output=True).returncode == 0
 
 
-def run_peer(name, n, repeat):
-    proc = subprocess.run([PYTHON, os.path.join(HERE, f"{name}_run.py"), str(n), str(repeat)],
-                          cwd=HERE, capture_output=True, text=True, timeout=3600)
+def run_peer(name, n, repeat, concurrency=0):
+    """The peer's run file in perf/.peers-venv; with ``concurrency`` (the shared scenario)
+    under ``python -m gevent.monkey`` so that its concurrent callers are greenlets."""
+    argv = [os.path.join(HERE, f"{name}_run.py"), str(n), str(repeat)]
+    if concurrency:
+        argv = ["-m", "gevent.monkey", *argv, str(concurrency)]
+    proc = subprocess.run([PYTHON, *argv], cwd=HERE, capture_output=True, text=True,
+                          timeout=3600)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.strip()[-1500:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -105,6 +120,8 @@ def run(ctx):
     peer_rows = []
     redis_problem = None
     for name, (_, _, needs_redis, target) in PEERS.items():
+        if name in SHARED_ONLY:
+            continue
         reason = ensure_peer(name)
         if reason is None and needs_redis:
             redis_problem = redis_problem or ensure_redis()

@@ -3,7 +3,7 @@
 Configuration, per Dramatiq's documentation: the gevent launcher for I/O-bound work, default
 middleware (retries, age and time limits, callbacks, pipelines), one process per core.
 
-    python dramatiq_run.py TASKS REPEAT      (inside perf/.peers-venv, from perf/peers)
+    python dramatiq_run.py TASKS REPEAT [CONCURRENCY]   (inside perf/.peers-venv, from perf/peers)
 """
 import os
 import sys
@@ -11,7 +11,7 @@ import sys
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-from peer_common import REDIS_URL, args, hit, report, run_broker_peer, spawn
+from peer_common import REDIS_URL, args, concurrency, hit, report, run_broker_peer, spawn
 
 PROCESSES, THREADS = 2, 50
 dramatiq.set_broker(RedisBroker(url=REDIS_URL))
@@ -31,7 +31,7 @@ def main():
         return [spawn("dramatiq", [launcher, "dramatiq_run", "--processes", str(PROCESSES),
                                    "--threads", str(THREADS), "--queues", "perf"])]
 
-    runs = run_broker_peer(n, repeat, tasks.noop.send, workers)
+    runs = run_broker_peer(n, repeat, tasks.noop.send, workers, concurrency=concurrency())
     report("dramatiq", dramatiq.__version__,
            f"`dramatiq-gevent --processes {PROCESSES} --threads {THREADS}`, RedisBroker, "
            "default middleware", runs)

@@ -12,6 +12,13 @@ Each peer run is the same protocol, so the figures compare like with like:
 4. poll the key every 2 ms: from the first completed task seen to the last, the rate is
    **process/s** (worker boot time is reported apart, as ``worker_start_s``);
 5. stop the workers (SIGTERM, then SIGKILL after 10 s).
+
+The ``shared`` scenario runs the same protocol with ``concurrency`` > 0 (the run file's third
+argument, under ``python -m gevent.monkey``): step 2 is then done twice, first by one caller
+(``enqueue_per_s``, then the broker is emptied again), then by ``concurrency`` greenlets
+taking the tasks from one counter (``enqueue_concurrent_per_s``), and those tasks are the ones
+the workers process. It also records the CPU seconds of the broker's server processes and of
+the workers over each phase (``cpu``), to say where the time goes.
 """
 import json
 import os
@@ -56,13 +63,67 @@ def redis_client():
     return redis.Redis.from_url(REDIS_URL)
 
 
-def spawn(name, argv, env=None):
+def spawn(name, argv, env=None, cwd=HERE):
     """Start one worker process of a peer, logging to perf/.data/peers/<name>.log."""
     os.makedirs(LOGS, exist_ok=True)
     log = open(os.path.join(LOGS, f"{name}.log"), "ab")
-    environ = dict(os.environ, PYTHONPATH=HERE, **(env or {}))
-    return subprocess.Popen(argv, cwd=HERE, stdout=log, stderr=subprocess.STDOUT, env=environ,
+    environ = dict(os.environ, PYTHONPATH=HERE)
+    environ.update(env or {})
+    return subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=environ,
                             start_new_session=True)
+
+
+def one_caller(enqueue, n):
+    for i in range(n):
+        enqueue(i)
+
+
+def fan_out(enqueue, n, concurrency):
+    """``enqueue(i)`` for i < n from ``concurrency`` greenlets taking turns on one counter, as
+    the requests of a gevent web app would (the caller's process is monkey-patched)."""
+    import gevent
+    todo = iter(range(n))
+
+    def caller():
+        for i in todo:
+            enqueue(i)
+    gevent.joinall([gevent.spawn(caller) for _ in range(concurrency)], raise_error=True)
+
+
+SERVERS = ("redis-server", "postgres")
+
+
+def cpu_seconds(procs=(), servers=SERVERS):
+    """{"server": CPU s of the Redis and PostgreSQL processes, "workers": of ``procs`` and
+    their children, "self": of this process}; processes that exited meanwhile are not
+    counted, so sample before stopping anything."""
+    import psutil
+
+    def total(ps):
+        seconds = 0.0
+        for p in ps:
+            try:
+                t = p.cpu_times()
+                seconds += t.user + t.system
+            except psutil.Error:
+                pass
+        return seconds
+    server = [p for p in psutil.process_iter(["name"]) if p.info["name"] in servers]
+    workers = []
+    for proc in procs:
+        try:
+            root = psutil.Process(proc.pid)
+            workers += [root] + root.children(recursive=True)
+        except psutil.Error:
+            pass
+    return {"server": total(server), "workers": total(workers),
+            "self": total([psutil.Process()])}
+
+
+def cpu_delta(before, after, wall):
+    out = {k: round(after[k] - before[k], 3) for k in before}
+    out["wall"] = round(wall, 3)
+    return out
 
 
 def stop(procs):
@@ -100,31 +161,53 @@ def wait_done(read, n, started, procs=(), timeout=300.0):
         time.sleep(0.002)
 
 
-def run_broker_peer(n, repeat, enqueue, workers, flush=None):
+def run_broker_peer(n, repeat, enqueue, workers, flush=None, concurrency=0, reset=None):
     """The protocol above for a peer whose workers are processes: ``enqueue(i)`` sends one
-    task, ``workers()`` starts the worker processes and returns them."""
+    task, ``workers()`` starts the worker processes and returns them. ``reset()`` empties a
+    broker that is not Redis database 15 (always flushed: the completion counter is there);
+    ``concurrency`` > 0: the shared scenario's two enqueue phases (see above)."""
     client = redis_client()
     client.ping()
     runs = []
-    for _ in range(repeat):
+
+    def empty():
         client.flushdb()
+        if reset is not None:
+            reset()
+
+    def timed(send):
+        before = cpu_seconds() if concurrency else None
         start = time.perf_counter()
-        for i in range(n):
-            enqueue(i)
+        send()
         if flush is not None:
             flush()
-        enqueued = time.perf_counter()
+        wall = time.perf_counter() - start
+        return n / wall, before and cpu_delta(before, cpu_seconds(), wall)
+
+    for _ in range(repeat):
+        empty()
+        run, cpu = {}, {}
+        run["enqueue_per_s"], cpu["enqueue"] = timed(lambda: one_caller(enqueue, n))
+        if concurrency:
+            empty()
+            run["enqueue_concurrent_per_s"], cpu["enqueue_concurrent"] = timed(
+                lambda: fan_out(enqueue, n, concurrency))
         if int(client.get(DONE_KEY) or 0):
             raise RuntimeError("tasks ran while no worker was running")
+        before = cpu_seconds() if concurrency else None
         spawned = time.perf_counter()
         procs = workers()
         try:
-            run = wait_done(lambda: int(client.get(DONE_KEY) or 0), n, spawned, procs)
+            run.update(wait_done(lambda: int(client.get(DONE_KEY) or 0), n, spawned, procs))
+            if concurrency:  # from the workers' start, so their boot is in it
+                cpu["process"] = cpu_delta(before, cpu_seconds(procs),
+                                           time.perf_counter() - spawned)
         finally:
             stop(procs)
-        run["enqueue_per_s"] = n / (enqueued - start)
+        if concurrency:
+            run["cpu"] = cpu
         runs.append(run)
-    client.flushdb()
+    empty()
     return runs
 
 
@@ -136,3 +219,8 @@ def report(peer, version, config, runs):
 
 def args():
     return int(sys.argv[1]), int(sys.argv[2])   # tasks, repetitions
+
+
+def concurrency():
+    """The shared scenario's concurrent callers (third argument); 0 in the peers scenario."""
+    return int(sys.argv[3]) if len(sys.argv) > 3 else 0

@@ -6,12 +6,12 @@ milliseconds or less (ours are no-ops). ``result_ttl=0`` because no result is wa
 keeps none either); ``--quiet`` because RQ logs every job at INFO otherwise. RQ has no gevent
 worker in its core package.
 
-    python rq_run.py TASKS REPEAT      (inside perf/.peers-venv, from perf/peers)
+    python rq_run.py TASKS REPEAT [CONCURRENCY]   (inside perf/.peers-venv, from perf/peers)
 """
 import os
 import sys
 
-from peer_common import REDIS_URL, args, hit, report, run_broker_peer, spawn
+from peer_common import REDIS_URL, args, concurrency, hit, report, run_broker_peer, spawn
 
 WORKERS = 2
 
@@ -39,7 +39,7 @@ def main():
                                   "--name", f"perf-{os.getpid()}-{k}", "perf"])
                 for k in range(WORKERS)]
 
-    runs = run_broker_peer(n, repeat, enqueue, workers)
+    runs = run_broker_peer(n, repeat, enqueue, workers, concurrency=concurrency())
     report("rq", rq.__version__, f"{WORKERS} x `rq worker --worker-class rq.worker.SimpleWorker "
            "--quiet`, enqueue(result_ttl=0)", runs)
 
