@@ -292,6 +292,47 @@ class PostgresLog(SharedLog):
         return self.conn.execute(f"SELECT 1 FROM {self.table} WHERE id = %s AND state < 2",
                                  [task_id]).fetchone() is not None
 
+    # -- the cluster's figures (see SharedLog.publish): greenqueue_processes -----------------
+
+    def _figures_conn(self):
+        conn = getattr(self, "figures_conn", None)
+        if conn is None or conn.closed:
+            conn = self.figures_conn = connect(self.conninfo, self.where)
+        return conn
+
+    def _figures_close(self):
+        conn = getattr(self, "figures_conn", None)
+        if conn is not None:
+            self.figures_conn = None
+            conn.close()
+
+    def _publish(self, data):
+        self._figures_conn().execute(
+            f'INSERT INTO "{self.schema}".greenqueue_processes (owner, seen_at, figures) '
+            f"VALUES (%s, {NOW}, %s::jsonb) ON CONFLICT (owner) DO UPDATE SET "
+            f"seen_at = EXCLUDED.seen_at, figures = EXCLUDED.figures", [self.owner, data])
+
+    def _unpublish(self):
+        self._figures_conn().execute(
+            f'DELETE FROM "{self.schema}".greenqueue_processes WHERE owner = %s', [self.owner])
+
+    def _cluster(self, stale_after):
+        procs = f'"{self.schema}".greenqueue_processes'
+        conn = self._figures_conn()
+        rows = conn.execute(
+            f"WITH gone AS (DELETE FROM {procs} WHERE seen_at < {NOW} - %s) "
+            f"SELECT owner, ({NOW} - seen_at)::float8, figures FROM {procs} "
+            f"WHERE seen_at >= {NOW} - %s", [stale_after, stale_after]).fetchall()
+        ready, delayed, claimed, dead, oldest = conn.execute(
+            f"SELECT count(*) FILTER (WHERE state = 0 AND due_at <= n), "
+            f"count(*) FILTER (WHERE state = 0 AND due_at > n), "
+            f"count(*) FILTER (WHERE state = 1), count(*) FILTER (WHERE state = 2), "
+            f"(n - min(due_at) FILTER (WHERE state = 0 AND due_at <= n))::float8 "
+            f"FROM (SELECT {NOW}::float8 AS n) AS clock LEFT JOIN {self.table} ON true "
+            f"GROUP BY n").fetchone()
+        return rows, {"ready": ready, "delayed": delayed, "in_flight": claimed, "dead": dead,
+                      "oldest_ready_age": oldest}
+
     def dead(self):
         rows = self._read(self._select, "envelope, error", "state = 2")
         return [DeadTask(unpack(r[0]), r[1]) for r in rows]

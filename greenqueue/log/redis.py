@@ -339,4 +339,62 @@ class RedisLog(SharedLog):
 
     def drop_all(self):
         """Delete every key of this prefix (tests, and ``greenqueue`` users starting over)."""
-        self.client.delete(*self.keys)
+        self.client.delete(*self.keys, self._procs_key)
+
+    # -- the cluster's figures (see SharedLog.publish) ------------------------------------------
+    # ``procs`` hash: owner -> "<server time seen> <figures JSON>", under the same hash tag.
+
+    @property
+    def _procs_key(self):
+        return f"{{{self.prefix}}}:procs"
+
+    def _publish(self, data):
+        if getattr(self, "_publish_script", None) is None:
+            self._publish_script = self.client.register_script(PUBLISH)
+            self._cluster_script = self.client.register_script(CLUSTER)
+        self._publish_script([self._procs_key], [self.owner, data])
+
+    def _unpublish(self):
+        self.client.hdel(self._procs_key, self.owner)
+
+    def _cluster(self, stale_after):
+        if getattr(self, "_cluster_script", None) is None:
+            self._cluster_script = self.client.register_script(CLUSTER)
+        procs, ready, delayed, claimed, dead = self._cluster_script(
+            [self._procs_key] + [self.keys[i] for i in (1, 2, 3, 6)], [repr(stale_after)])
+        found = [(procs[i].decode(), float(procs[i + 1]), procs[i + 2])
+                 for i in range(0, len(procs), 3)]
+        return found, {"ready": ready, "delayed": delayed, "in_flight": claimed, "dead": dead,
+                       "oldest_ready_age": None}  # ready is ordered by priority, not age
+
+
+# KEYS: procs. ARGV: owner, figures JSON. Stored with the server's time.
+PUBLISH = """
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[1], ARGV[1], t[1] .. '.' .. string.format('%06d', t[2]) .. ' ' .. ARGV[2])
+return 1
+"""
+
+# KEYS: procs, ready, delayed, claimed, dead. ARGV: seconds after which an entry is stale.
+# Returns {{owner, seconds since seen, figures, ...}, ready, delayed, claimed, dead}; deletes
+# the stale entries. Due tasks still in ``delayed`` (moved at the next claim) count as ready.
+CLUSTER = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local procs = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #procs, 2 do
+  local value = procs[i + 1]
+  local space = string.find(value, ' ', 1, true)
+  local seen = space and tonumber(string.sub(value, 1, space - 1))
+  if seen == nil or now - seen > tonumber(ARGV[1]) then
+    redis.call('HDEL', KEYS[1], procs[i])
+  else
+    out[#out + 1] = procs[i]; out[#out + 1] = tostring(now - seen)
+    out[#out + 1] = string.sub(value, space + 1)
+  end
+end
+local due = redis.call('ZCOUNT', KEYS[3], '-inf', now)
+return {out, redis.call('ZCARD', KEYS[2]) + due, redis.call('ZCARD', KEYS[3]) - due,
+        redis.call('ZCARD', KEYS[4]), redis.call('HLEN', KEYS[5])}
+"""
