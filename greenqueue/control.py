@@ -11,8 +11,9 @@ Protocol: the client sends one JSON line (``{"cmd": "stats"}``), the server answ
 and closes. A line, not a framing layer: the answers are small and the queries rare. Commands:
 ``stats``; ``metrics`` (per-task-name figures: greenqueue/task_figures.py); ``dead_list``
 (``task``), ``dead_show`` (``id``), ``dead_retry`` and ``dead_purge`` (``ids``, a list): see
-greenqueue/deadset.py; ``delayed`` (``limit``): greenqueue/dashboard/data.py. All act on the
-process's running runtime.
+greenqueue/deadset.py; ``delayed`` (``limit``): greenqueue/dashboard/data.py; ``cluster`` (the
+whole cluster on a shared backend): greenqueue/cluster.py. All act on the process's running
+runtime.
 """
 import errno
 import json
@@ -78,6 +79,9 @@ class ControlServer:
             elif cmd == "delayed":
                 from .dashboard.data import answer_delayed
                 answer = answer_delayed(request)
+            elif cmd == "cluster":
+                from .cluster import answer as cluster_answer
+                answer = cluster_answer(request)
             elif cmd in DEAD_COMMANDS:
                 from .deadset import answer as dead_answer
                 answer = dead_answer(request)

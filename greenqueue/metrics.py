@@ -17,6 +17,7 @@ Hub-only, like the dispatcher that calls it.
 """
 import gc
 import os
+import socket
 import time
 from collections import deque
 
@@ -135,17 +136,31 @@ def greenlets_alive():
     return sum(1 for o in gc.get_objects() if isinstance(o, greenlet) and not o.dead)
 
 
-def snapshot(runtime, extra=None):
-    """Every figure ``greenqueue stats`` shows for this process, as a JSON-ready dict."""
+def _schedules(runtime, light):
+    scheduler = getattr(runtime, "scheduler", None)
+    if light and scheduler is not None and not scheduler.leader:
+        return []
+    return runtime.schedules() if hasattr(runtime, "schedules") else []
+
+
+def snapshot(runtime, extra=None, light=False):
+    """Every figure ``greenqueue stats`` shows for this process, as a JSON-ready dict.
+
+    ``light`` (what a process publishes to a shared backend every few seconds) leaves out the
+    costly figures: USS (a read of /proc/PID/smaps) and the greenlet count (a walk of every
+    object on the heap) are None, and only the schedules' leader lists them (a follower would
+    read the leader's record from the server)."""
     metrics = runtime.metrics
     proc = _process()
     with proc.oneshot():
-        try:
-            mem = proc.memory_full_info()
-            uss = mem.uss
-        except Exception:  # noqa: BLE001 - USS needs /proc/PID/smaps; report RSS regardless
-            mem = proc.memory_info()
-            uss = None
+        mem, uss = None, None
+        if not light:
+            try:
+                mem = proc.memory_full_info()
+                uss = mem.uss
+            except Exception:  # noqa: BLE001 - USS needs /proc/PID/smaps; report RSS regardless
+                mem = None
+        mem = mem or proc.memory_info()
         cpu = proc.cpu_times()
         fds = proc.num_fds()
     now = time.time()
@@ -157,6 +172,7 @@ def snapshot(runtime, extra=None):
         log_info = runtime.log.info()
     figures = {
         "pid": os.getpid(),
+        "host": socket.gethostname(),
         "uptime": now - (metrics.started_at or now),
         "started_at": metrics.started_at,
         "rss": mem.rss,
@@ -169,15 +185,16 @@ def snapshot(runtime, extra=None):
         "enqueue_rate": enqueue_rate,
         "process_rate": process_rate,
         "log": runtime.log.describe() if runtime.log is not None else None,
+        "shared": bool(getattr(runtime.log, "shared", False)),
         "log_segments": log_info.get("segments", 0),
         "log_bytes": log_info.get("log_bytes", 0),
-        "greenlets": greenlets_alive(),
+        "greenlets": None if light else greenlets_alive(),
         "open_fds": fds,
         "oldest_ready_age": oldest,
         "wait_p50": p50,
         "wait_p99": p99,
         "wait_samples": samples,
-        "schedules": runtime.schedules() if hasattr(runtime, "schedules") else [],
+        "schedules": _schedules(runtime, light),
         "history": list(metrics.history),
         **hub_figures(),
     }

@@ -20,6 +20,7 @@ import warnings
 from . import envelope as _envelope
 from . import unique as _unique
 from .checks import _bool, _non_negative_int, _positive_float, _positive_int, due_time
+from .cluster import Publisher
 from .context import _log_context
 from .dispatcher import Counters, Dispatcher, describe_error
 from .envelope import PROTOCOL, Envelope, _dumps, new_id, packed_id, unpack
@@ -82,6 +83,7 @@ class Runtime:
         check_backend(backend)  # a ConfigError naming the valid choices, or a missing package
         self.lease = _positive_float("lease", lease)
         self.fetcher = None             # with a shared log only: see greenqueue/fetcher.py
+        self.publisher = None           # with a shared log: this process's figures, cluster.py
         self._local = True              # False with a shared log: enqueue skips the local queue
         self.log = None
         self.queue = None
@@ -131,6 +133,7 @@ class Runtime:
         self.scheduler = Scheduler(self).start()
         if self.fetcher is not None:
             self.fetcher.start()
+            self.publisher = Publisher(self).start()
         self.started_at = time.time()
         _current = self
         return self
@@ -181,6 +184,8 @@ class Runtime:
             if self.fetcher is not None:
                 self.fetcher.release()
         finally:
+            if self.publisher is not None:
+                self.publisher.stop()
             self.metrics.stop()
             if _current is self:
                 _current = None

@@ -168,6 +168,8 @@ class Process:
             except (OSError, GreenqueueError) as exc:
                 raise StartupError(f"cannot start the task runtime: {exc}") from None
         self.control = serve_stats(data_dir, self.describe)
+        if self.runtime.publisher is not None:  # a shared backend: the cluster sees us as stats do
+            self.runtime.publisher.provider = lambda: self.describe(light=True)
         app = wrap_app(app, self.runtime, opts, data_dir, self.supervised)
         hub_monitor.start(opts.max_blocking_ms / 1000)
         if opts.dashboard:
@@ -249,10 +251,11 @@ class Process:
                             proc.memory_info().rss / 2**20, max_rss / 2**20)
                 self.stop("max-rss")
 
-    def describe(self):
-        """What the control socket answers: the process's figures plus how it serves."""
+    def describe(self, light=False):
+        """What the control socket answers (and, ``light``, what a process on a shared backend
+        publishes): the process's figures plus how it serves."""
         opts = self.options
-        return snapshot(self.runtime, {
+        return snapshot(self.runtime, light=light, extra={
             "role": "worker" if self.supervised else "server",
             "target": opts.target,
             "bind": self.address,

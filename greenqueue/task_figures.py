@@ -104,6 +104,7 @@ def raw(runtime):
     tasks = figures.as_dict()
     tasks["hub_blocked"] = stats.get("hub_blocked_by") or {}   # greenqueue/hub_monitor.py
     return {"pid": stats["pid"], "tasks": tasks, "uptime": stats.get("uptime"),
+            "shared": stats.get("shared"),
             "totals": {k: stats.get(k) for k in ("enqueued", "processed", "failed", "retried",
                                                  "dead")},
             "gauges": {k: stats.get(k) for k in ("ready", "delayed", "in_flight", "dead", "rss",
