@@ -121,23 +121,42 @@ def worker(spec, listen_fd, ready_fd, parent_pid):
     sys.exit(serve(options, listen_fd=listen_fd, ready_fd=ready_fd, parent_pid=parent_pid))
 
 
+def _check_shared_backend(ctx, param, value):
+    """A shared backend's URL, or None: ``disk`` and ``memory`` (say, GREENQUEUE_BACKEND set
+    for ``run``) mean the processes of --data-dir alone."""
+    if value in (None, "", "disk", "memory"):
+        return None
+    return _check_backend(ctx, param, value)
+
+
 @cli.command(context_settings=CONTEXT)
 @_data_dir_option
+@_option("--backend", env="BACKEND", default=None, callback=_check_shared_backend,
+         metavar="URL", help="A redis:// or postgresql:// URL: show every process of every host "
+                             "sharing it, and the server's counts (read there directly).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document (per refresh).")
 @click.option("--watch", type=click.FloatRange(min=0.1), is_flag=False, flag_value=2.0,
               default=None, metavar="[SECONDS]",
               help="Refresh every SECONDS (default 2) until Ctrl-C, like top.")
-def stats(data_dir, as_json, watch):
+def stats(data_dir, backend, as_json, watch):
     """Show what every greenqueue process serving from --data-dir is doing.
 
     Per process and in total: memory, CPU, queue and task counts, rates, log size, greenlets,
     open files, queue latency and wait percentiles. With no live process, the log files are
     read instead. Stale control sockets of dead processes are reported and removed.
+
+    On a shared backend (--backend URL, or a local process running on one) every process of
+    the cluster is shown, whichever host it runs on, with the server's own counts of ready,
+    delayed, in-flight and dead tasks.
     """
+    from .errors import GreenqueueError
     from .stats import collect, render
     try:
         while True:
-            report = collect(data_dir)
+            try:
+                report = collect(data_dir, backend=backend)
+            except GreenqueueError as exc:  # the backend is unreachable, say
+                raise click.ClickException(str(exc)) from None
             if as_json:
                 click.echo(json.dumps(report, default=str))
             else:

@@ -4,11 +4,16 @@ Duties:
 - ``collect(data_dir)`` asks each control socket (stale ones are reported and removed), adds a
   total, and, when no process is alive, summarises the log files instead (pending, delayed and
   dead counts straight from the segments);
+- on a shared backend (``collect(data_dir, backend=URL)``, or a local process that runs on
+  one) the processes are those of the whole cluster, every host (the figures each publishes,
+  greenqueue/cluster.py; a local one's own answer replaces its published copy), and the
+  total's ready, delayed, in-flight and dead counts are the server's (``report["cluster"]``);
 - ``render(report)`` lays the figures out as a table, one column per process plus the total.
 
 Figures are the ones ``greenqueue.metrics.snapshot`` serves; see it for what each one means.
 """
 import os
+import socket
 import time
 
 from .control import query_all
@@ -20,26 +25,54 @@ SUMMED = ("rss", "uss", "rss_growth", "queued_bytes", "cpu_percent", "ready", "d
 MAXED = ("uptime", "oldest_ready_age", "wait_p50", "wait_p99")
 
 
-def collect(data_dir, timeout=3.0):
+CLUSTER_COUNTS = ("ready", "delayed", "in_flight", "dead")
+
+
+def collect(data_dir, timeout=3.0, backend=None):
+    """The report; ``backend`` (a shared backend's URL) shows the whole cluster on it."""
+    from .cluster import view
     data_dir = os.path.abspath(data_dir)
     live, stale, unresponsive = query_all(data_dir, timeout=timeout)
     live.sort(key=lambda p: p.get("pid", 0))
+    cluster = None
+    shared = [p["pid"] for p in live if p.get("shared")]
+    if backend or shared:
+        cluster = view(data_dir, backend, pids=shared, timeout=timeout)
+    processes = live if cluster is None else _whole_cluster(live, cluster)
     report = {
         "data_dir": data_dir,
         "time": time.time(),
-        "processes": live,
-        "total": total(live) if live else None,
+        "processes": processes,
+        "total": total(processes, cluster) if processes or cluster else None,
         "stale": stale,
         "unresponsive": unresponsive,
         "log": None,
+        "cluster": None if cluster is None else dict(
+            {k: v for k, v in cluster.items() if k != "processes"},
+            processes=len(cluster["processes"])),
     }
-    if not live:
+    if not processes and cluster is None:
         report["log"] = summarize_log(data_dir)
     return report
 
 
-def total(processes):
-    """Sums of counts, bytes and rates; the worst (largest) ages and waits."""
+def _whole_cluster(live, cluster):
+    """Every published process, a local one's full answer in place of its published copy;
+    plus local processes on the same backend that have not published yet."""
+    here = socket.gethostname()
+    local = {p.get("pid"): p for p in live}
+    out = []
+    for published in cluster["processes"]:
+        mine = local.pop(published.get("pid"), None) if published.get("host") == here else None
+        out.append(dict(mine, owner=published.get("owner")) if mine else published)
+    out += [p for p in local.values() if p.get("log") == cluster.get("backend")]
+    return out
+
+
+def total(processes, cluster=None):
+    """Sums of counts, bytes and rates; the worst (largest) ages and waits. With ``cluster``
+    (a shared backend), the queue's counts are the server's: a process holds only what it
+    claimed, and each one sees the same dead set."""
     out = {"processes": len(processes)}
     for key in SUMMED:
         values = [p[key] for p in processes if p.get(key) is not None]
@@ -47,6 +80,10 @@ def total(processes):
     for key in MAXED:
         values = [p[key] for p in processes if p.get(key) is not None]
         out[key] = max(values) if values else None
+    if cluster is not None:
+        out.update({key: cluster.get(key) for key in CLUSTER_COUNTS})
+        if cluster.get("oldest_ready_age") is not None:
+            out["oldest_ready_age"] = cluster["oldest_ready_age"]
     return out
 
 
@@ -136,20 +173,28 @@ ROWS = [
 
 
 def render(report):
-    lines = [f"greenqueue stats for {report['data_dir']}  "
+    cluster = report.get("cluster")
+    lines = [f"greenqueue stats for {cluster['backend'] if cluster else report['data_dir']}  "
              f"({time.strftime('%H:%M:%S', time.localtime(report['time']))})"]
     processes = report["processes"]
+    if cluster:
+        lines.append(cluster_line(cluster))
     if processes:
-        columns = processes + ([dict(report["total"], pid="total", role="")]
+        columns = processes + ([dict(report["total"], pid="total", role="", host="")]
                                if len(processes) > 1 else [])
-        cells = [[label] + [_cell(fmt, p.get(key)) for p in columns] for label, key, fmt in ROWS]
+        rows = ROWS[:1] + [("host", "host", str)] + ROWS[1:] if cluster else ROWS
+        cells = [[label] + [_cell(fmt, p.get(key)) for p in columns] for label, key, fmt in rows]
         widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
         for row in cells:
             lines.append("  ".join([row[0].ljust(widths[0])] +
                                    [c.rjust(w) for c, w in zip(row[1:], widths[1:])]))
         if len(processes) > 1:
-            lines.append("(total: sums; uptime, ages and waits are the largest of any process)")
+            lines.append("(total: sums; uptime, ages and waits are the largest of any process"
+                         + ("; ready, delayed, in flight and dead are the server's)" if cluster
+                            else ")"))
         lines.extend(_hub_blockers(processes))
+    elif cluster:
+        lines.append("no live process publishes its figures on this backend")
     else:
         lines.append("no live greenqueue process in this data directory")
         log = report.get("log") or {}
@@ -168,6 +213,16 @@ def render(report):
     if report["unresponsive"]:
         lines.append(f"no answer in time from: {', '.join(map(str, report['unresponsive']))}")
     return "\n".join(lines)
+
+
+def cluster_line(cluster):
+    """One line: the server's counts for the whole cluster."""
+    oldest = cluster.get("oldest_ready_age")
+    return (f"cluster: {_num(cluster.get('processes'))} live process(es); the server holds "
+            f"{_num(cluster.get('ready'))} ready, {_num(cluster.get('delayed'))} delayed, "
+            f"{_num(cluster.get('in_flight'))} in flight (claimed), "
+            f"{_num(cluster.get('dead'))} dead"
+            + (f"; oldest ready task {_seconds(oldest)}" if oldest is not None else ""))
 
 
 def _render_schedules(processes):
