@@ -8,6 +8,10 @@ Duties:
   answers; the processes themselves only count in plain dicts;
 - :class:`MetricsMiddleware` answers ``/metrics`` (configurable) before the app;
   :func:`make_wsgi_app` is the bare endpoint and :func:`serve` runs it on its own address;
+- on a shared backend (Redis, PostgreSQL) a scrape also reads the server's counts for the
+  whole cluster (every host) into the ``greenqueue_cluster_*`` gauges: each process reports
+  the same value, so aggregate them with ``max``, not ``sum``; the counters stay per process
+  and Prometheus sums those over the processes it scrapes;
 - :func:`enable` switches per-task-name counting on in a runtime; call it once the runtime
   runs (``greenqueue run`` does; with gunicorn, in ``post_worker_init`` after the greenqueue
   hooks), or the first scrape does it and the per-name counts start there.
@@ -23,7 +27,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily)
 
+from ..cluster import view
 from ..control import query_all
+from ..errors import GreenqueueError
 from ..runtime import current_runtime
 from ..task_figures import BUCKETS, OUTCOMES, enable as _enable, raw
 
@@ -37,6 +43,17 @@ GAUGES = {
     "rss": ("greenqueue_resident_memory_bytes", "Resident memory of the processes."),
     "log_bytes": ("greenqueue_log_bytes", "Bytes of the task log's segments."),
     "greenlets": ("greenqueue_greenlets", "Greenlets alive in the processes."),
+}
+CLUSTER_GAUGES = {
+    "ready": ("greenqueue_cluster_ready_tasks",
+              "Tasks due and waiting on the shared backend, whole cluster."),
+    "delayed": ("greenqueue_cluster_delayed_tasks",
+                "Tasks waiting for their due time on the shared backend, whole cluster."),
+    "in_flight": ("greenqueue_cluster_in_flight_tasks",
+                  "Tasks claimed by a process of the cluster (running or about to)."),
+    "dead": ("greenqueue_cluster_dead_tasks", "Tasks in the cluster's dead set."),
+    "processes": ("greenqueue_cluster_processes",
+                  "Live processes of every host sharing the backend."),
 }
 
 
@@ -86,9 +103,23 @@ def _add(into, counts):
         into[name] = into.get(name, 0) + n
 
 
+def cluster(data_dir, answers, timeout=5.0):
+    """The server's counts on a shared backend, or None (a local log, or the server is away:
+    the scrape still answers with the per-process figures)."""
+    try:
+        found = view(os.path.abspath(data_dir), pids=[a["pid"] for a in answers
+                                                      if a.get("shared")], timeout=timeout)
+    except GreenqueueError:
+        return None
+    if found is None:
+        return None
+    return dict({k: found.get(k) for k in CLUSTER_GAUGES}, processes=len(found["processes"]))
+
+
 class _Collector:
-    def __init__(self, merged):
+    def __init__(self, merged, cluster=None):
         self.merged = merged
+        self.cluster = cluster
 
     def collect(self):
         m = self.merged
@@ -120,12 +151,16 @@ class _Collector:
             yield GaugeMetricFamily(metric, doc, value=m["gauges"][key])
         yield GaugeMetricFamily("greenqueue_processes", "Processes whose figures are summed.",
                                 value=m["processes"])
+        for key, (metric, doc) in CLUSTER_GAUGES.items():
+            if self.cluster is not None and self.cluster.get(key) is not None:
+                yield GaugeMetricFamily(metric, doc, value=self.cluster[key])
 
 
 def render(data_dir):
     """The Prometheus text exposition of the whole server on ``data_dir``."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(merge(gather(data_dir))))
+    answers = gather(data_dir)
+    registry.register(_Collector(merge(answers), cluster(data_dir, answers)))
     return generate_latest(registry)
 
 
