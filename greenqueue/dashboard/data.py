@@ -2,7 +2,9 @@
 
 Duties:
 - ``overview``: ``greenqueue stats``' figures per process and in total, plus the throughput of
-  the last 10 minutes summed over the processes (from each one's ``history``);
+  the last 10 minutes summed over the processes (from each one's ``history``). On a shared
+  backend these are every process of the cluster, whichever host (greenqueue/cluster.py),
+  with the server's counts;
 - ``tasks``: per task name, counts and p50/p99 of wait and run time, estimated from the
   Prometheus-style histograms of greenqueue/task_figures.py (the upper bound of the bucket
   the percentile falls in);

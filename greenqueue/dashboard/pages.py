@@ -8,7 +8,7 @@ data, never markup. The only script is ``static/dashboard.js``, which re-fetches
 import time
 from html import escape
 
-from ..stats import ROWS, _cell
+from ..stats import ROWS, _cell, cluster_line
 
 NAV = (("/", "Overview"), ("/tasks", "Tasks"), ("/delayed", "Delayed"), ("/dead", "Dead"),
        ("/schedules", "Schedules"))
@@ -77,22 +77,29 @@ def chart(points, width=600, height=120):
 
 def overview(request, report):
     processes = report["processes"]
+    cluster = report.get("cluster")
     if processes:
-        columns = processes + ([dict(report["total"], pid="total", role="")]
+        columns = processes + ([dict(report["total"], pid="total", role="", host="")]
                                if len(processes) > 1 else [])
+        shown = [("host", "host", str)] + ROWS if cluster else ROWS
         rows = [[e(label)] + [e(_cell(fmt, p.get(key))) for p in columns]
-                for label, key, fmt in ROWS if key != "pid"]
+                for label, key, fmt in shown if key != "pid"]
         figures = _table(["pid"] + [str(p.get("pid")) for p in columns], rows)
         blockers = [f"<li>{e(p.get('pid'))}: <code>{e(name)}</code> blocked the hub "
                     f"{e(n)} time(s)</li>" for p in processes
                     for name, n in sorted((p.get("hub_blocked_by") or {}).items())]
         if blockers:
             figures += f'<h2>Tasks that blocked the hub</h2><ul>{"".join(blockers)}</ul>'
+    elif cluster:
+        figures = '<p class="empty">no live process publishes its figures on this backend</p>'
     else:
         log = report.get("log") or {}
         figures = (f'<p class="empty">no live greenqueue process in {e(report["data_dir"])}; '
                    f'from the log: {e(log.get("pending", "-"))} pending, '
                    f'{e(log.get("delayed", "-"))} delayed, {e(log.get("dead", "-"))} dead</p>')
+    if cluster:  # a shared backend: every process of every host, the server's own counts
+        figures = (f'<p id="cluster">{e(cluster.get("backend"))}: {e(cluster_line(cluster))}'
+                   f'</p>{figures}')
     body = (f'<section id="figures" data-refresh>{chart(report.get("throughput", []))}'
             f'{figures}<p class="muted">updated {e(_when(report["time"]))}</p></section>')
     return layout(request, "Overview", body, refresh=True)
