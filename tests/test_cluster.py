@@ -104,8 +104,9 @@ def test_stats_and_metrics_show_two_servers_and_the_servers_counts(url, tmp_path
     from tests.test_metrics import scrape, value
     servers = []
     for name in ("a", "b"):
-        server = run_server(tmp_path, "--backend", url, "--metrics", "--graceful-timeout", "1",
-                            name=name, data_dir=tmp_path / f"data-{name}")
+        server = run_server(tmp_path, "--backend", url, "--metrics", "--dashboard", "/gq",
+                            "--graceful-timeout", "1", name=name,
+                            data_dir=tmp_path / f"data-{name}")
         procs.append(server)
         servers.append(server)
     a, b = servers
@@ -141,6 +142,10 @@ def test_stats_and_metrics_show_two_servers_and_the_servers_counts(url, tmp_path
     assert value(samples, "greenqueue_cluster_ready_tasks") == 0
     assert value(samples, "greenqueue_cluster_processes") == 2
     assert value(samples, "greenqueue_processes") == 1   # the counters stay this process's
+
+    page = a.get("/gq/").text                            # the dashboard's overview
+    assert 'id="cluster"' in page and "3 delayed" in page
+    assert f"<th>{a.pid}</th>" in page and f"<th>{b.pid}</th>" in page
 
     os.kill(b.pid, signal.SIGKILL)
     b.wait(10)
