@@ -7,7 +7,6 @@ import subprocess
 import time
 
 import pytest
-import requests
 
 import greenqueue
 from greenqueue.cluster import STALE_AFTER, view
