@@ -266,7 +266,8 @@ class SharedLog(Log):
             return
         self._closed = True
         self._kick.set()
-        gevent.killall(self._greenlets, block=True, timeout=5)
+        with self._sending:  # no round trip in flight: a kill must not cut one in half (the
+            gevent.killall(self._greenlets, block=True, timeout=5)  # connection would be lost)
         self.resign()
         self.unpublish()
         try:
