@@ -1,4 +1,5 @@
-"""``greenqueue dead ...``: list, show, retry and purge the dead set of a data directory.
+"""``greenqueue dead ...``: list, show, retry and purge the dead set of a data directory, or of
+a shared backend's whole cluster (``--backend URL``: read and changed on the server directly).
 
 Each command asks the live processes of ``--data-dir`` through their control sockets (each
 process owns its own segments and dead set; with a shared Redis or PostgreSQL log they all
@@ -28,8 +29,18 @@ def _data_dir_option(fn):
 
 
 def _secret_option(fn):
-    return click.option("--secret", envvar="GREENQUEUE_SECRET", default=None,
-                        help="Key of a signed log (used only when no process is running).")(fn)
+    fn = click.option("--secret", envvar="GREENQUEUE_SECRET", default=None,
+                      help="Key of a signed log (used only when no process is running).")(fn)
+    return click.option(
+        "--backend", envvar="GREENQUEUE_BACKEND", show_envvar=True, default=None,
+        callback=_check_shared_backend, metavar="URL",
+        help="A redis:// or postgresql:// URL: the dead set of every host sharing it, read "
+             "and changed on the server (no process needs to run).")(fn)
+
+
+def _check_shared_backend(ctx, param, value):
+    from .cli import _check_shared_backend as check
+    return check(ctx, param, value)
 
 
 @click.group("dead")
@@ -88,8 +99,18 @@ def _checked(answer):
     return answer
 
 
-def _open(data_dir, secret):
-    """A Live view when processes serve ``data_dir``, else an OfflineDeadSet on its files."""
+def _open(data_dir, secret, backend=None):
+    """The server's dead set with a shared ``backend``; a Live view when processes serve
+    ``data_dir``; else an OfflineDeadSet on its files."""
+    if backend:
+        from .deadset import SharedDeadSet
+        from .errors import GreenqueueError
+        target = SharedDeadSet(backend)
+        try:
+            target.open().close()  # unreachable, malformed: say so once, up front
+        except GreenqueueError as exc:
+            raise click.ClickException(str(exc)) from None
+        return target
     data_dir = os.path.abspath(data_dir)
     live, _stale, unresponsive = query_all(data_dir, cmd="stats")
     if unresponsive:
@@ -122,9 +143,9 @@ def _one_line(text, width):
 @click.option("--task", "task", metavar="NAME", default=None, help="Only tasks of this name.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array.")
 @_secret_option
-def list_command(data_dir, task, as_json, secret):
+def list_command(data_dir, task, as_json, secret, backend):
     """List dead tasks, oldest failure first: id, task, attempts, last failure, error."""
-    dead = _open(data_dir, secret).list(task)
+    dead = _open(data_dir, secret, backend).list(task)
     if as_json:
         click.echo(json.dumps(dead, default=str))
         return
@@ -147,9 +168,9 @@ def list_command(data_dir, task, as_json, secret):
 @_data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
 @_secret_option
-def show_command(task_id, data_dir, as_json, secret):
+def show_command(task_id, data_dir, as_json, secret, backend):
     """Show one dead task: arguments, attempts, first and last failure, error and traceback."""
-    found = _open(data_dir, secret).show(task_id)
+    found = _open(data_dir, secret, backend).show(task_id)
     if found is None:
         raise click.ClickException(f"no dead task with id {task_id}")
     if as_json:
@@ -187,12 +208,12 @@ def _change_options(fn):
     return _secret_option(fn)
 
 
-def _change(verb, cmd, ids, all_, task, yes, data_dir, secret):
+def _change(verb, cmd, ids, all_, task, yes, data_dir, secret, backend):
     if bool(ids) == bool(all_):
         raise click.UsageError(f"give the ids of the tasks to {verb}, or --all")
     if task and not all_:
         raise click.UsageError("--task goes with --all")
-    target = _open(data_dir, secret)
+    target = _open(data_dir, secret, backend)
     offline = not isinstance(target, Live)
     if all_:
         listed = target.list(task)
@@ -224,7 +245,8 @@ def _change(verb, cmd, ids, all_, task, yes, data_dir, secret):
     past = "retried" if cmd == "dead_retry" else "purged"
     click.echo(f"{past} {len(done)} dead task(s)" + (
         f"; they run when a process next starts on {target.data_dir}"
-        if offline and cmd == "dead_retry" and done else ""))
+        if offline and cmd == "dead_retry" and done and not getattr(target, "shared", False)
+        else ""))
     missing = [i for i in ids if i not in done]
     if missing:
         raise click.ClickException(f"no dead task with id {', '.join(missing)}")
@@ -239,13 +261,13 @@ def _offline_change(target, cmd, ids, advance):
 
 @dead_group.command("retry")
 @_change_options
-def retry_command(ids, all_, task, yes, data_dir, secret):
+def retry_command(ids, all_, task, yes, data_dir, secret, backend):
     """Run dead tasks again with a fresh retry budget: ID... or --all [--task NAME]."""
-    _change("retry", "dead_retry", ids, all_, task, yes, data_dir, secret)
+    _change("retry", "dead_retry", ids, all_, task, yes, data_dir, secret, backend)
 
 
 @dead_group.command("purge")
 @_change_options
-def purge_command(ids, all_, task, yes, data_dir, secret):
+def purge_command(ids, all_, task, yes, data_dir, secret, backend):
     """Forget dead tasks for good: ID... or --all [--task NAME]."""
-    _change("purge", "dead_purge", ids, all_, task, yes, data_dir, secret)
+    _change("purge", "dead_purge", ids, all_, task, yes, data_dir, secret, backend)

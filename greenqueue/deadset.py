@@ -6,6 +6,7 @@ Duties:
   control socket);
 - ``answer(request)`` is the process side of the ``dead_*`` control commands: it acts on the
   process's running runtime, on the hub, in the control socket's greenlet;
+- :class:`SharedDeadSet` works on a shared backend's server directly (the cluster's dead set);
 - :class:`OfflineDeadSet` works on a data directory that no process serves. Reading scans the
   segments without a lock (as ``greenqueue log inspect`` does); changing opens a
   :class:`~greenqueue.log.disk.DiskLog` on the directory, which takes the same ``flock`` on
@@ -155,14 +156,42 @@ class OfflineDeadSet:
             raise RuntimeError("changes to an offline dead set need `with dead_set.owned():`")
         return self._log
 
+    def open(self):
+        from .log.disk import DiskLog
+        return DiskLog(self.data_dir, secret=self.secret)
+
+
+class SharedDeadSet(OfflineDeadSet):
+    """The cluster's dead set on a shared backend (Redis, PostgreSQL), read and changed on
+    the server: there the server is the one truth for every process, so none need be asked
+    and none need be running. A retried task runs as soon as any process claims it."""
+
+    shared = True
+
+    def __init__(self, url):
+        super().__init__(url)
+        self.data_dir = self.url = url
+
+    def _read(self):
+        if self._log is not None:
+            return self._log.dead()
+        log = self.open()
+        try:
+            return log.dead()
+        finally:
+            log.close()
+
+    def open(self):
+        from .log import open_log
+        return open_log(self.url)
+
 
 class _Owned:
     def __init__(self, dead_set):
         self.dead_set = dead_set
 
     def __enter__(self):
-        from .log.disk import DiskLog
-        self.dead_set._log = DiskLog(self.dead_set.data_dir, secret=self.dead_set.secret)
+        self.dead_set._log = self.dead_set.open()
         return self.dead_set
 
     def __exit__(self, *exc):

@@ -8,11 +8,15 @@ import select
 import subprocess
 import time
 
+import pytest
 from click.testing import CliRunner
 
+import greenqueue as gq
 from greenqueue.cli import cli
 from greenqueue.envelope import Envelope, new_id
+from greenqueue.log import open_log
 from greenqueue.log.disk import DiskLog
+from tests import backends, tasks
 from tests.dead_app import runs
 from tests.serving import ROOT, greenqueue, needs_disk, procs, run_server, stats_json, wait_until
 
@@ -208,3 +212,33 @@ def test_all_asks_for_confirmation_on_a_terminal(tmp_path):
     status, out = _answer_on_a_terminal(["purge", "--all", "--data-dir", data], b"y")
     assert status == 0 and "purged 1 dead task(s)" in out
     assert dead_json(data) == []
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgres"])
+def test_backend_lists_retries_and_purges_the_clusters_dead_set_on_the_server(kind):
+    url = backends.shared_url(kind)
+    try:
+        with gq.Runtime(backend=url) as rt:
+            ids = [tasks.boom.enqueue(i) for i in range(3)]
+            wait_until(lambda: len(rt.dead()) == 3, timeout=10, what="three dead tasks")
+            rt.fetcher.stop()  # from here on, only the CLI touches the server
+        listed = json.loads(dead("list", "--json", "--backend", url).stdout)
+        assert sorted(d["id"] for d in listed) == sorted(ids)
+        assert {d["error"] for d in listed} == {"ValueError"}
+        shown = json.loads(dead("show", ids[0], "--json", "--backend", url).stdout)
+        assert shown["args"] == ["0"]
+        out = dead("retry", ids[0], "--backend", url)
+        assert "retried 1 dead task(s)" in out.stdout
+        out = dead("purge", "--all", "--yes", "--backend", url)
+        assert "purged 2 dead task(s)" in out.stdout
+        log = open_log(url)
+        try:
+            assert log.dead() == [] and [e.id for e in log.pending()] == [ids[0]]
+        finally:
+            log.close()
+        missing = dead("retry", ids[1], "--backend", url, check=False)
+        assert missing.returncode == 1 and f"no dead task with id {ids[1]}" in missing.stderr
+    finally:
+        backends.drop(url)
+    unreachable = dead("list", "--backend", "redis://127.0.0.1:1/0", check=False)
+    assert unreachable.returncode == 1 and "cannot reach Redis" in unreachable.stderr
