@@ -198,7 +198,8 @@ def run_broker_peer(n, repeat, enqueue, workers, flush=None, concurrency=0, rese
         spawned = time.perf_counter()
         procs = workers()
         try:
-            run.update(wait_done(lambda: int(client.get(DONE_KEY) or 0), n, spawned, procs))
+            run.update(wait_done(lambda: int(client.get(DONE_KEY) or 0), n, spawned, procs,
+                                 timeout=max(300.0, n / 50)))
             if concurrency:  # from the workers' start, so their boot is in it
                 cpu["process"] = cpu_delta(before, cpu_seconds(procs),
                                            time.perf_counter() - spawned)

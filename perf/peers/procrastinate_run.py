@@ -6,7 +6,9 @@ native path), ``procrastinate worker --concurrency 10`` with LISTEN/NOTIFY on (i
 worker process per core, finished jobs kept (its default ``--delete-jobs never``). Its own
 database, ``perf_procrastinate`` on 127.0.0.1:5432, made afresh at the start of the run with
 procrastinate's schema (``app.schema_manager.apply_schema()``, what ``procrastinate schema
---apply`` does); emptied before each repetition (``TRUNCATE procrastinate_jobs ... CASCADE``).
+--apply`` does); emptied before each repetition (``TRUNCATE procrastinate_jobs ... CASCADE``),
+and ``ANALYZE``d once the tasks are in, before the workers start (untimed): what autovacuum does
+for a database in service.
 
 Enqueue is ``noop.defer(i=i)``, the sync API, on the app opened synchronously: its psycopg
 pool is sized to the concurrent callers (``max_size``), so the pool does not throttle them.
@@ -60,6 +62,9 @@ def main():
                       "CASCADE")
 
     def workers():
+        # the statistics autovacuum keeps on a database in service: without them the
+        # planner scans the whole jobs table at every fetch (30 jobs/s at 50 000 jobs)
+        admin.execute("ANALYZE procrastinate_jobs")
         return [spawn(f"procrastinate-{k}", [binary, "--app", "procrastinate_run.app",
                                              "--log-level", "warning", "worker", "--queues",
                                              "perf", "--concurrency", str(CONCURRENCY)])

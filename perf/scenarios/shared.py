@@ -19,7 +19,8 @@ producer, as the peers' enqueuing clients are. Its workers are what a user deplo
 ``greenqueue run perf.shared_tasks:app --workers 2 --backend URL`` (a supervisor and two
 pre-forked processes, each with the default 100 worker greenlets). Redis: database 14, prefix
 ``perf-shared``, flushed before each phase; PostgreSQL: database ``test``, schema
-``perf_shared``, dropped before each phase (the runtime creates it at start, untimed).
+``perf_shared``, dropped before each phase (the runtime creates it at start, untimed) and
+``ANALYZE``d before the workers start, as procrastinate's table is (untimed).
 
 Besides the rates, each phase records the CPU seconds of the Redis and PostgreSQL server
 processes, of the workers and of the enqueuing process (``cpu`` in the JSON), and on Redis
@@ -118,6 +119,10 @@ def measure(kind, n, concurrency):
     argv = [binary, "run", "perf.shared_tasks:app", "--workers", "2", "--backend", URLS[kind],
             "--data-dir", data, "--bind", f"127.0.0.1:{_free_port()}",
             "--log-level", "warning", "--no-access-log"]
+    if kind == "postgres":  # as for procrastinate: the statistics autovacuum would keep
+        import psycopg
+        with psycopg.connect(URLS["postgres"].split("?")[0], autocommit=True) as conn:
+            conn.execute(f"ANALYZE {SCHEMA}.greenqueue_tasks")
     commands, before = _commands(), cpu_seconds()
     spawned = time.perf_counter()
     procs = [spawn(f"greenqueue-{kind}", argv, env={"PYTHONPATH": ROOT}, cwd=ROOT)]
