@@ -72,6 +72,7 @@ class SharedLog(Log):
         self._outbox = []           # ("remove", id) / ("bury", envelope, error), in call order
         self._sending = Semaphore()  # one write in flight at a time: order on the server
         self._batch = _Batch()       # appends waiting for the next round trip
+        self._crowded = False        # the last batch had company: wait a turn for more
         self._kick = Event()
         self._closed = False
         self._greenlets = []
@@ -140,8 +141,11 @@ class SharedLog(Log):
                 raise BackendUnavailable(str(batch.error)) from batch.error
             return
         try:
+            if self._crowded:  # greenlets enqueue together: let those runnable join first
+                gevent.sleep(0)
             with self._sending:  # the trip in flight ends; meanwhile others join this batch
                 self._batch = _Batch()
+                self._crowded = len(batch) > 1
                 self._send_or_keep(batch, "enqueue")
         except BaseException as exc:  # also an interruption (timeout, kill) of the leader
             if self._batch is batch:
