@@ -1,5 +1,7 @@
 """One runtime on a shared backend behaves as on the disk log: priority, delay, retries, the
 dead set. (Several processes: tests/test_shared_backends.py.)"""
+import time
+
 import gevent
 import pytest
 
@@ -127,3 +129,21 @@ def test_unique_for_bounds_how_long_the_server_holds_a_key(shared_rt):
     assert briefly_unique.enqueue(2) != first  # other arguments, other key
     gevent.sleep(0.4)
     assert briefly_unique.enqueue(1) != first  # held 0.3 s, though still pending
+
+
+def test_the_dashboards_delayed_tasks_are_the_clusters(shared_rt):
+    from greenqueue.dashboard.data import answer_delayed
+    rt = shared_rt()
+    later = tasks.record.enqueue("later", delay=300)
+    other = open_log(rt.backend)  # another host's tasks, on the same server
+    try:
+        now = time.time()
+        for task_id, delay in (("sooner", 100), ("latest", 900)):
+            other.append(greenqueue.Envelope(task_id, "tests.tasks:record", b"", 0,
+                                             now + delay, 0, now))
+    finally:
+        other.close()
+    sooner = "sooner"
+    answer = answer_delayed({"limit": 2})
+    assert answer["total"] == 3 and answer["shared"]
+    assert [d["id"] for d in answer["delayed"]] == [sooner, later]

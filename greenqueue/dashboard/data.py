@@ -93,6 +93,9 @@ def answer_delayed(request):
     if runtime is None or runtime.queue is None:
         return {"error": "no greenqueue runtime is running in this process"}
     limit = max(0, min(int(request.get("limit", PAGE)), 10000))
+    if getattr(runtime.log, "shared", False):  # the cluster's, on the server
+        total, envs = runtime.log.delayed(limit)
+        return {"total": total, "shared": True, "delayed": [_describe(env) for env in envs]}
     first = heapq.nsmallest(limit, list(runtime.queue.delayed))
     return {"total": len(runtime.queue.delayed),
             "delayed": [_describe(unpack(packed)) for _due, _seq, packed in first]}
@@ -107,6 +110,8 @@ def delayed(data_dir, page=0):
     """(one page of delayed tasks, next due first; the total over every process)."""
     answers, _stale, _unresponsive = query_all(os.path.abspath(data_dir), cmd="delayed",
                                                limit=(page + 1) * PAGE)
+    shared = [a for a in answers if a.get("shared")][:1]  # every one of them: the same list
+    answers = [a for a in answers if not a.get("shared")] + shared
     total = sum(a.get("total", 0) for a in answers)
     merged = heapq.merge(*[a.get("delayed", []) for a in answers], key=lambda d: d["due"])
     return list(merged)[page * PAGE:(page + 1) * PAGE], total

@@ -288,6 +288,14 @@ class PostgresLog(SharedLog):
             f'INSERT INTO "{self.schema}".greenqueue_state (name, value) VALUES '
             f"('scheduler', %s) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value", [data])
 
+    def _delayed(self, limit):
+        (total,) = self.conn.execute(
+            f"SELECT count(*) FROM {self.table} WHERE state = 0 AND due_at > {NOW}").fetchone()
+        rows = self.conn.execute(
+            f"SELECT envelope FROM {self.table} WHERE state = 0 AND due_at > {NOW} "
+            f"ORDER BY due_at LIMIT %s", [limit]).fetchall()
+        return total, [bytes(row[0]) for row in rows]
+
     def _holds(self, task_id):
         return self.conn.execute(f"SELECT 1 FROM {self.table} WHERE id = %s AND state < 2",
                                  [task_id]).fetchone() is not None

@@ -335,6 +335,16 @@ class RedisLog(SharedLog):
     def _save_state(self, data):
         self.client.set(self.keys[STATE], data)
 
+    def _delayed(self, limit):
+        # due tasks not yet moved to ``ready`` (no claim came since) are not delayed any more
+        now = self.client.time()
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zcount(self.keys[2], f"({now[0] + now[1] / 1e6!r}", "+inf")
+        pipe.zrangebyscore(self.keys[2], f"({now[0] + now[1] / 1e6!r}", "+inf", 0, limit)
+        total, ids = pipe.execute()
+        packed = self.client.hmget(self.keys[0], ids) if ids else []
+        return total, [p for p in packed if p is not None]
+
     def _holds(self, task_id):
         return bool(self.client.hexists(self.keys[0], task_id))
 

@@ -184,6 +184,15 @@ class SharedLog(Log):
         """Whether ``task_id`` is still pending (ready, delayed or claimed) on the server."""
         return self._read(self._holds, task_id)
 
+    def delayed(self, limit):
+        """(how many tasks wait for their due time on the server, the first ``limit`` of them
+        by due time as Envelopes): the cluster's delayed tasks, for the dashboard."""
+        total, packed = self._read(self._delayed, limit)
+        return total, [unpack(p) for p in packed]
+
+    def _delayed(self, limit):
+        raise NotImplementedError
+
     def lead(self):
         """Become or stay the one leader of every process sharing this log; True if so."""
         try:
