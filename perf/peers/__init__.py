@@ -65,6 +65,13 @@ def ensure_redis():
     return f"Redis at {REDIS[0]}:{REDIS[1]} is down and would not start: {proc.stderr.strip()}"
 
 
+def skipped(scenario, name, reason, results, rows):
+    """Report a peer that could not be measured: in the JSON, the table and on stderr."""
+    results[name] = {"skipped": reason}
+    rows.append(Row(scenario, name, f"skipped: {reason[:120]}"))
+    print(f"{scenario}: {name} skipped: {reason}", file=sys.stderr)
+
+
 def ensure_peer(name):
     """None when the peer imports in perf/.peers-venv (installing it if needed), else why not."""
     requirements, module = PEERS[name][:2]
@@ -134,9 +141,7 @@ def run(ctx):
             except Exception as exc:
                 reason = f"run failed: {type(exc).__name__}: {str(exc)[-500:]}"
         if reason is not None:
-            results[name] = {"skipped": reason}
-            peer_rows.append(Row("peers", name, f"skipped: {reason[:120]}"))
-            print(f"peers: {name} skipped: {reason}", file=sys.stderr)
+            skipped("peers", name, reason, results, peer_rows)
             continue
         gq = medians(gq_runs)
         m = medians(out["runs"])

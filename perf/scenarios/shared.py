@@ -183,9 +183,7 @@ def run(ctx):
             except Exception as exc:
                 reason = f"run failed: {type(exc).__name__}: {str(exc)[-500:]}"
         if reason is not None:
-            results[name] = {"skipped": reason}
-            rows.append(Row("shared", name, f"skipped: {reason[:120]}"))
-            print(f"shared: {name} skipped: {reason}", file=sys.stderr)
+            peers.skipped("shared", name, reason, results, rows)
             continue
         m = medians(out["runs"])
         results[name] = dict(m, version=out["version"], config=out["config"],
